@@ -1,0 +1,124 @@
+"""``dq-pipeline``: audit datasets, run the demo, export corrected labels (all through Dagster)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+SUMMARY_COLUMNS = ["dataset", "n_examples", "n_quarantined", "n_label_issues", "n_ambiguous", "n_outliers",
+                   "n_near_duplicates", "health_score"]
+
+
+def _print_table(rows: list[dict]) -> None:
+    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in SUMMARY_COLUMNS}
+    print("  ".join(c.ljust(widths[c]) for c in SUMMARY_COLUMNS))
+    for r in rows:
+        print("  ".join(_fmt(r.get(c)).ljust(widths[c]) for c in SUMMARY_COLUMNS))
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else ("-" if value is None else str(value))
+
+
+def _audit_many(folders: list[Path], db: str) -> int:
+    from dq_pipeline.defs.runner import run_audit
+
+    rows, failed = [], []
+    for folder in folders:
+        print(f"auditing {folder} ...", flush=True)
+        outcome = run_audit(folder, db_path=db)
+        if outcome.success and outcome.summary:
+            rows.append(outcome.summary)
+        else:
+            failed.append(outcome)
+            print(f"AUDIT FAILED for {outcome.dataset} (run {outcome.run_id}):\n{outcome.reason()}", file=sys.stderr)
+    if rows:
+        print()
+        _print_table(rows)
+    print(f"\nDuckDB: {Path(db).resolve()}  (tables: audit_runs, examples, tag_issues, predictions, "
+          "class_summary, quarantine, curated_labels; views latest_*)")
+    return 1 if failed else 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    folder = Path(args.path)
+    if not (folder / "dataset.yaml").is_file():
+        print(f"error: {folder}/dataset.yaml not found (PATH must be a dataset folder)", file=sys.stderr)
+        return 2
+    return _audit_many([folder], args.db)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from dq_pipeline.manifest import discover_datasets
+
+    folders = list(discover_datasets(args.data_dir).values())
+    if not folders:
+        print(f"error: no dataset folders (with dataset.yaml) under {args.data_dir}", file=sys.stderr)
+        return 2
+    return _audit_many(folders, args.db)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from dq_pipeline import store
+    from dq_pipeline.export import corrected_frame, write_like_source
+    from dq_pipeline.manifest import load_manifest
+
+    manifest = load_manifest(Path(args.data_dir) / args.dataset)
+    curated = store.read_latest(args.db, "curated_labels", args.dataset)
+    if curated.empty:
+        print(f"error: no successful audit of {args.dataset!r} in {args.db}; run `dq-pipeline audit` first",
+              file=sys.stderr)
+        return 2
+    frame = corrected_frame(manifest, curated)
+    out = write_like_source(manifest, frame, args.out)
+    changed = int((curated["reason"] != "").sum())
+    print(f"wrote {len(frame)} rows to {out} ({manifest.source_format}); {changed} examples changed, "
+          f"{int(curated['excluded'].sum())} excluded")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from dq_pipeline.store import default_db_path
+
+    parser = argparse.ArgumentParser(
+        prog="dq-pipeline",
+        description="Audit multi-label datasets (image, text, tabular) for wrong and missing tags, ambiguous "
+                    "examples, outliers and near-duplicates; results go to a DuckDB file.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    db_help = f"DuckDB file (default: $DQ_DUCKDB_PATH or {default_db_path()})"
+
+    p = sub.add_parser("audit", help="audit one dataset folder (holding a dataset.yaml) through Dagster",
+                       description="Runs the Dagster audit job for one dataset; exits 1 with the reason when "
+                                   "a gate fails, 2 on usage errors.")
+    p.add_argument("path", help="dataset folder, e.g. data/mulan_emotions")
+    p.add_argument("--db", default=default_db_path(), help=db_help)
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("demo", help="audit every dataset under --data-dir and print a summary per dataset")
+    p.add_argument("--data-dir", default=os.environ.get("DQ_DATA_DIR", "data"))
+    p.add_argument("--db", default=default_db_path(), help=db_help)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("export", help="write a dataset's corrected labels in its original source format",
+                       description="Reads latest_curated_labels and writes the source file with corrected "
+                                   "tags (same columns, separator and ids); excluded examples are dropped.")
+    p.add_argument("dataset", help="dataset name (folder under --data-dir)")
+    p.add_argument("--out", required=True, help="output file")
+    p.add_argument("--data-dir", default=os.environ.get("DQ_DATA_DIR", "data"))
+    p.add_argument("--db", default=default_db_path(), help=db_help)
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("DAGSTER_TELEMETRY_DISABLED", "1")
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Dagster entry point (``workspace.yaml`` loads ``defs`` from here)."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from dq_pipeline import store
+from dq_pipeline.defs.assets import AUDIT_ASSETS
+from dq_pipeline.defs.automation import audit_job, daily_reaudit, dataset_folder_sensor
+from dq_pipeline.defs.checks import AUDIT_CHECKS
+from dq_pipeline.defs.resources import AuditSettings, CuratedStore, DatasetsResource
+
+
+def build_definitions(
+    data_dir: str | None = None, db_path: str | None = None, settings: AuditSettings | None = None
+) -> dg.Definitions:
+    """All assets, gates, the audit job, sensor and schedule, wired to a data folder and a DuckDB file.
+
+    Defaults: ``$DQ_DATA_DIR`` or ``data``; ``$DQ_DUCKDB_PATH`` or ``data/curated.duckdb``. Steps run
+    in-process (one process per run), so models load once per run.
+    """
+    return dg.Definitions(
+        assets=AUDIT_ASSETS,
+        asset_checks=AUDIT_CHECKS,
+        jobs=[audit_job],
+        sensors=[dataset_folder_sensor],
+        schedules=[daily_reaudit],
+        resources={
+            "datasets": DatasetsResource(data_dir=data_dir or os.environ.get("DQ_DATA_DIR", "data")),
+            "curated_store": CuratedStore(path=db_path or store.default_db_path()),
+            "settings": settings or AuditSettings(),
+        },
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()

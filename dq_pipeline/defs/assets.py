@@ -1,0 +1,288 @@
+"""The audit graph, one partition per dataset. Each asset wires a core function and attaches metadata."""
+
+
+import hashlib
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from dq_pipeline import model as cv
+from dq_pipeline import store
+from dq_pipeline.curate import CurationPolicy, audit_tables
+from dq_pipeline.defs.partitions import dataset_partitions
+from dq_pipeline.defs.resources import AuditSettings, CuratedStore, DatasetsResource
+from dq_pipeline.ingest import load_examples, tags_matrix
+from dq_pipeline.issues.base import DetectorResult
+from dq_pipeline.manifest import DatasetManifest, load_manifest
+from dq_pipeline.metadata import detector_metadata, markdown_table
+
+GROUP = "audit"
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    """Output of ``raw_examples``: the manifest and what ingestion kept and quarantined."""
+
+    manifest: DatasetManifest
+    examples: pd.DataFrame
+    quarantine: pd.DataFrame
+    classes: list[str]
+    n_input_rows: int
+    started_at: datetime
+
+    @property
+    def Y(self) -> np.ndarray:
+        """(N, K) uint8 given tags; raises ValueError on a tag outside ``classes`` (the gate reports it first)."""
+        return tags_matrix(self.examples["tags"], self.classes)
+
+
+@dataclass(frozen=True)
+class Features:
+    """(N, D) float feature matrix, rows aligned with ``example_ids``; ``metric`` suits the geometry."""
+
+    example_ids: list[str]
+    X: np.ndarray
+    metric: str
+    exact_keys: list[str]
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Out-of-fold probabilities P (N, K) for given tags Y (N, K) in ``classes`` order."""
+
+    example_ids: list[str]
+    classes: list[str]
+    Y: np.ndarray
+    P: np.ndarray
+    folds: np.ndarray
+    auroc: np.ndarray
+
+
+def _progress(context: dg.AssetExecutionContext, stage: str):
+    last = [0.0]
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] > 2.0:
+            last[0] = now
+            context.log.info(f"{stage}: {done}/{total}")
+
+    return report
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, kinds={"python", "pandas"})
+def raw_examples(context: dg.AssetExecutionContext, datasets: DatasetsResource) -> RawDataset:
+    """Ingest the dataset's source file as its dataset.yaml describes: stable example ids, parsed
+    tags, and the payload (text, image path or feature columns). Unusable rows (null id, empty text,
+    missing/unreadable/truncated image) are set aside in quarantine with their row number and reason."""
+    started = datetime.now(timezone.utc).replace(tzinfo=None)
+    manifest = load_manifest(datasets.folder(context.partition_key))
+    result = load_examples(manifest)
+    context.log.info(
+        f"{manifest.name}: {result.n_input_rows} rows read from {manifest.source}, "
+        f"{len(result.examples)} examples, {len(result.quarantine)} quarantined"
+    )
+    preview = result.examples.drop(columns=["image_path"], errors="ignore").head(10)
+    context.add_output_metadata({
+        "source": str(manifest.source),
+        "modality": manifest.modality,
+        "n_input_rows": result.n_input_rows,
+        "n_examples": len(result.examples),
+        "n_quarantined": len(result.quarantine),
+        "classes": ", ".join(result.classes),
+        "preview": dg.MetadataValue.md(markdown_table(preview)),
+        "quarantine": dg.MetadataValue.md(markdown_table(result.quarantine.head(20))),
+    })
+    return RawDataset(manifest, result.examples, result.quarantine, result.classes, result.n_input_rows, started)
+
+
+def _file_sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, kinds={"python", "torch"})
+def features(context: dg.AssetExecutionContext, raw_examples: RawDataset, settings: AuditSettings) -> Features:
+    """Per-example features: sentence-transformers embeddings for text, pretrained-CNN (or CLIP) image
+    embeddings, or a scaled/one-hot/imputed ColumnTransformer matrix for tabular rows. Embeddings are
+    cached by content and model, so an unchanged dataset skips the model on re-audit."""
+    from dq_pipeline.embed.cache import EmbeddingCache
+    from dq_pipeline.issues.duplicates import row_key, text_key
+
+    ex = raw_examples.examples
+    modality = raw_examples.manifest.modality
+    cache = EmbeddingCache(settings.cache_dir) if settings.cache_dir else None
+    t0 = time.perf_counter()
+    if modality == "text":
+        from dq_pipeline.embed.text import embed_texts_cached
+
+        X = embed_texts_cached(list(ex["text"]), settings.text_model, cache, batch_size=settings.batch_size,
+                               progress=_progress(context, "text embeddings"))
+        metric, keys, model_name = "cosine", [text_key(t) for t in ex["text"]], settings.text_model
+    elif modality == "image":
+        from dq_pipeline.embed.image import embed_images_cached
+
+        X = embed_images_cached(list(ex["image_path"]), settings.image_model, cache,
+                                batch_size=settings.batch_size, progress=_progress(context, "image embeddings"))
+        metric, keys, model_name = "cosine", [_file_sha256(p) for p in ex["image_path"]], settings.image_model
+    else:
+        from dq_pipeline.embed.tabular import featurize_tabular
+
+        columns = [c for c in ex.columns if c not in ("example_id", "row_number", "tags")]
+        X = featurize_tabular(ex, columns)
+        metric, keys, model_name = "euclidean", [row_key(r) for r in X], "ColumnTransformer"
+    elapsed = time.perf_counter() - t0
+    context.add_output_metadata({
+        "model": model_name,
+        "shape": f"{X.shape[0]} x {X.shape[1]}",
+        "seconds": round(elapsed, 2),
+        "examples_per_second": round(X.shape[0] / elapsed, 1) if elapsed > 0 else None,
+    })
+    return Features(list(ex["example_id"]), np.asarray(X), metric, keys)
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, kinds={"python", "scikitlearn"})
+def oof_probabilities(
+    context: dg.AssetExecutionContext, raw_examples: RawDataset, features: Features, settings: AuditSettings
+) -> Predictions:
+    """Out-of-fold probability for every (example, tag): K multilabel-stratified folds
+    (iterative-stratification); each example is predicted by a model that never saw it.
+    Default model: one-vs-rest logistic regression. Records the per-tag out-of-fold AUROC."""
+    Y = raw_examples.Y
+    oof = cv.out_of_fold_probabilities(features.X, Y, settings.n_folds, settings.seed, settings.model,
+                                       progress=_progress(context, "cross-validation folds"))
+    auroc = pd.DataFrame({"tag": raw_examples.classes, "n_given": Y.sum(axis=0), "oof_auroc": oof.auroc.round(4)})
+    context.add_output_metadata({
+        "n_folds": settings.n_folds,
+        "model": settings.model,
+        "mean_oof_auroc": float(np.nanmean(oof.auroc)) if np.isfinite(oof.auroc).any() else None,
+        "per_tag_auroc": dg.MetadataValue.md(markdown_table(auroc)),
+    })
+    return Predictions(features.example_ids, raw_examples.classes, Y, oof.probabilities, oof.folds, oof.auroc)
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name=GROUP)
+def label_issues(
+    context: dg.AssetExecutionContext, oof_probabilities: Predictions, raw_examples: RawDataset,
+    settings: AuditSettings,
+) -> DetectorResult:
+    """Label quality per example (0-1, low = likely wrong) and, per (example, tag), whether the tag is
+    likely missing or incorrect (per-tag confident-learning thresholds); suggests a corrected tag set."""
+    from dq_pipeline.issues.label_issues import find_label_issues
+
+    p = oof_probabilities
+    result = find_label_issues(p.Y, p.P, method=settings.label_method, pooling=settings.label_pooling)
+    context.add_output_metadata(detector_metadata("label_issues", result, raw_examples, p))
+    return result
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name=GROUP)
+def ambiguous_examples(
+    context: dg.AssetExecutionContext, oof_probabilities: Predictions, raw_examples: RawDataset,
+    settings: AuditSettings,
+) -> DetectorResult:
+    """Examples whose tags the model cannot decide: borderline probabilities on a tag, or between two
+    co-occurring tags (0-1, low = ambiguous). An ambiguous example may be labelled right and still
+    need a human decision."""
+    from dq_pipeline.issues.ambiguous import find_ambiguous
+
+    p = oof_probabilities
+    result = find_ambiguous(p.P, p.Y, margin=settings.ambiguity_margin)
+    context.add_output_metadata(detector_metadata("ambiguous", result, raw_examples, p))
+    return result
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name=GROUP)
+def outliers(
+    context: dg.AssetExecutionContext, features: Features, raw_examples: RawDataset,
+    oof_probabilities: Predictions, settings: AuditSettings,
+) -> DetectorResult:
+    """Examples far from the rest in feature space: mean distance to the k nearest neighbours
+    (cosine for embeddings, euclidean for standardised tabular features); 0-1, low = outlier."""
+    from dq_pipeline.issues.outliers import find_outliers
+
+    result = find_outliers(features.X, n_neighbors=settings.outlier_neighbors, metric=features.metric,
+                           iqr_factor=settings.outlier_iqr_factor)
+    context.add_output_metadata(detector_metadata("outliers", result, raw_examples, oof_probabilities))
+    return result
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name=GROUP)
+def near_duplicates(
+    context: dg.AssetExecutionContext, features: Features, raw_examples: RawDataset,
+    oof_probabilities: Predictions, settings: AuditSettings,
+) -> DetectorResult:
+    """Groups of (almost) the same item: exact duplicates (same file bytes, normalised text or feature
+    row) and near ones (embedding distance). A group whose members carry different tags is a conflict."""
+    from dq_pipeline.issues.duplicates import find_near_duplicates
+
+    near = features.metric == "cosine"  # tabular rows: exact duplicates only
+    result = find_near_duplicates(features.X, oof_probabilities.Y, exact_keys=features.exact_keys,
+                                  threshold=settings.duplicate_threshold, metric=features.metric, near=near)
+    context.add_output_metadata(detector_metadata("near_duplicates", result, raw_examples, oof_probabilities))
+    return result
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, kinds={"duckdb"})
+def curated(
+    context: dg.AssetExecutionContext,
+    raw_examples: RawDataset,
+    features: Features,
+    oof_probabilities: Predictions,
+    label_issues: DetectorResult,
+    ambiguous_examples: DetectorResult,
+    outliers: DetectorResult,
+    near_duplicates: DetectorResult,
+    settings: AuditSettings,
+    curated_store: CuratedStore,
+) -> dict:
+    """Write every table of this audit to DuckDB in one transaction (audit_runs, examples, tag_issues,
+    predictions, class_summary, quarantine, curated_labels, ...). Refuses to write when any gate fails
+    on its inputs, so a previous good audit stays the latest."""
+    from dq_pipeline.defs.checks import run_gates
+
+    gates = run_gates(raw_examples, features, oof_probabilities, settings.n_folds)
+    failed = [g for g in gates if not g.success]
+    if failed:
+        raise dg.Failure(
+            description="refusing to write: " + " | ".join(g.describe() for g in failed),
+            metadata={"failed_gates": [g.gate for g in failed]},
+        )
+    manifest = raw_examples.manifest
+    tables, counters = audit_tables(
+        raw_examples.examples, raw_examples.quarantine, raw_examples.classes, manifest.modality,
+        oof_probabilities.Y, oof_probabilities.P, oof_probabilities.auroc,
+        label_issues, ambiguous_examples, outliers, near_duplicates,
+        CurationPolicy(settings.exclude_outliers, settings.keep_one_per_duplicate_group),
+    )
+    run = {
+        "run_id": context.run_id,
+        "dataset": manifest.name,
+        "started_at": raw_examples.started_at,
+        "finished_at": datetime.now(timezone.utc).replace(tzinfo=None),
+        "status": "success",
+        "modality": manifest.modality,
+        "source": str(manifest.source),
+        "n_input_rows": raw_examples.n_input_rows,
+        **counters,
+        "config": settings.model_dump(),
+    }
+    store.write_audit(curated_store.path, run, tables)
+    summary = {k: run[k] for k in ("dataset", "run_id", "n_input_rows", "n_examples", "n_quarantined",
+                                   "n_label_issues", "n_ambiguous", "n_outliers", "n_near_duplicates",
+                                   "health_score")}
+    context.add_output_metadata({
+        **{k: v for k, v in summary.items() if k != "run_id"},
+        "duckdb": str(Path(curated_store.path).resolve()),
+        "class_summary": dg.MetadataValue.md(markdown_table(tables["class_summary"])),
+        "top_confusions": dg.MetadataValue.md(markdown_table(tables["tag_confusions"])),
+    })
+    return summary
+
+
+AUDIT_ASSETS = [raw_examples, features, oof_probabilities, label_issues, ambiguous_examples, outliers,
+                near_duplicates, curated]

@@ -1,0 +1,58 @@
+"""Dagster resources: where datasets live, where results go, and every audit setting.
+
+All settings are config fields with documented defaults, editable per run in the launchpad.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from dq_pipeline import model, store
+from dq_pipeline.issues import ambiguous, duplicates, label_issues, outliers
+
+
+class DatasetsResource(dg.ConfigurableResource):
+    """Folder holding one sub-folder (with a ``dataset.yaml``) per dataset; folder name = partition key."""
+
+    data_dir: str = Field(default="data", description="Folder of dataset folders")
+
+    def folder(self, dataset: str) -> Path:
+        return (Path(self.data_dir) / dataset).resolve()
+
+
+class CuratedStore(dg.ConfigurableResource):
+    """The curated DuckDB file."""
+
+    path: str = Field(default=store.DEFAULT_DB_PATH, description="DuckDB file ($DQ_DUCKDB_PATH overrides)")
+
+
+class AuditSettings(dg.ConfigurableResource):
+    """How an audit runs: models, cross-validation, detector thresholds and the curation policy."""
+
+    text_model: str = Field(default="all-MiniLM-L6-v2",
+                            description="sentence-transformers model name or local path for text")
+    image_model: str = Field(default="efficientnet-lite0",
+                             description="'efficientnet-lite0' (packaged) or a sentence-transformers CLIP "
+                                         "model name/path for images")
+    batch_size: int = Field(default=32, description="Embedding batch size")
+    cache_dir: str = Field(default=".cache/embeddings",
+                           description="Embedding cache keyed by content and model ('' disables)")
+    n_folds: int = Field(default=model.DEFAULT_N_FOLDS, description="Cross-validation folds (K)")
+    seed: int = Field(default=model.DEFAULT_SEED, description="Seed for folds and models")
+    model: str = Field(default=model.DEFAULT_MODEL, description=f"Classifier, one of {list(model.MODELS)}")
+    label_method: str = Field(default=label_issues.DEFAULT_METHOD, description="Label-issue method")
+    label_pooling: str = Field(default=label_issues.DEFAULT_POOLING,
+                               description="Per-tag -> example score pooling: 'min' or 'ema'")
+    ambiguity_margin: float = Field(default=ambiguous.DEFAULT_MARGIN,
+                                    description="Borderline band around each tag's threshold")
+    outlier_neighbors: int = Field(default=outliers.DEFAULT_N_NEIGHBORS, description="k of the k-NN distance")
+    outlier_iqr_factor: float = Field(default=outliers.DEFAULT_IQR_FACTOR,
+                                      description="Outlier fence: Q3 + factor * IQR of the k-NN distance")
+    duplicate_threshold: float = Field(default=duplicates.DEFAULT_THRESHOLD,
+                                       description="Near-duplicate cosine distance (embeddings)")
+    exclude_outliers: bool = Field(default=False, description="Curation: exclude flagged outliers")
+    keep_one_per_duplicate_group: bool = Field(
+        default=False, description="Curation: keep only the first example of each duplicate group")

@@ -1,0 +1,77 @@
+"""Run one audit through Dagster in-process (the same job the UI, sensor and schedule launch)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from dq_pipeline.defs.partitions import dataset_partitions
+from dq_pipeline.defs.resources import AuditSettings
+
+
+@dataclass
+class AuditOutcome:
+    """What happened: success, the run id, failed gates (with reasons), step errors, curated summary."""
+
+    dataset: str
+    success: bool
+    run_id: str
+    gate_failures: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    summary: dict[str, Any] | None = None
+    materialized: list[str] = field(default_factory=list)
+
+    def reason(self) -> str:
+        return "\n".join(self.gate_failures + self.errors) or "unknown failure"
+
+
+def get_instance() -> dg.DagsterInstance:
+    """The persistent instance when ``$DAGSTER_HOME`` is set (runs then show in the UI), else ephemeral."""
+    if os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.get()
+    return dg.DagsterInstance.ephemeral()
+
+
+def run_audit(
+    folder: str | Path,
+    db_path: str | None = None,
+    settings: AuditSettings | None = None,
+    instance: dg.DagsterInstance | None = None,
+    log_level: str = "INFO",
+) -> AuditOutcome:
+    """Audit the dataset in ``folder`` (partition = folder name) and report the outcome.
+
+    A failed blocking gate stops the downstream assets; its description lands in ``gate_failures``.
+    """
+    from dq_pipeline.definitions import build_definitions
+
+    folder = Path(folder).resolve()
+    name = folder.name
+    defs = build_definitions(data_dir=str(folder.parent), db_path=db_path, settings=settings)
+    instance = instance or get_instance()
+    if not instance.has_dynamic_partition(dataset_partitions.name, name):
+        instance.add_dynamic_partitions(dataset_partitions.name, [name])
+    job = defs.resolve_job_def("audit")
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    result = job.execute_in_process(partition_key=name, instance=instance, raise_on_error=False,
+                                    run_config=run_config)
+    outcome = AuditOutcome(dataset=name, success=result.success, run_id=result.run_id)
+    for evaluation in result.get_asset_check_evaluations():
+        if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
+            outcome.gate_failures.append(f"{evaluation.check_name}: {evaluation.description}")
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        message = (error.message or "").strip() if error else ""
+        if error and error.cause and not message.startswith("refusing"):
+            message = (error.cause.message or message).strip()
+        if not any(message in g for g in outcome.gate_failures):
+            outcome.errors.append(f"{event.step_key}: {message}")
+    outcome.success = result.success and not outcome.gate_failures
+    outcome.materialized = sorted({e.asset_key.to_user_string() for e in result.get_asset_materialization_events()})
+    if "curated" in outcome.materialized:
+        outcome.summary = result.output_for_node("curated")
+    return outcome

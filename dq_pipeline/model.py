@@ -1,0 +1,124 @@
+"""Cross-validated multi-label classifiers giving out-of-fold probabilities."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEFAULT_N_FOLDS = 5
+DEFAULT_SEED = 0
+DEFAULT_MODEL = "logreg"
+
+
+@dataclass(frozen=True)
+class OutOfFold:
+    """Out-of-fold predictions.
+
+    probabilities : (N, K) float64 in [0, 1]; row i comes from a model that never saw example i.
+    folds : (N,) int, the fold in which example i was held out.
+    auroc : (K,) float64, per-tag out-of-fold AUROC (NaN where a tag has one class only).
+    """
+
+    probabilities: np.ndarray
+    folds: np.ndarray
+    auroc: np.ndarray
+
+
+def multilabel_folds(Y: np.ndarray, n_folds: int = DEFAULT_N_FOLDS, seed: int = DEFAULT_SEED) -> np.ndarray:
+    """Assign each example to one of ``n_folds`` multilabel-stratified folds.
+
+    Uses ``iterstrat.ml_stratifiers.MultilabelStratifiedKFold`` so every tag's positives are spread
+    evenly. Y: (N, K) 0/1. Returns (N,) int fold ids in [0, n_folds).
+    """
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    Y = np.asarray(Y)
+    n = Y.shape[0]
+    if n_folds < 2:
+        raise ValueError(f"n_folds must be >= 2, got {n_folds}")
+    if n < n_folds:
+        raise ValueError(f"{n} examples are fewer than the {n_folds} folds")
+    folds = np.full(n, -1, dtype=np.int64)
+    splitter = MultilabelStratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for k, (_, test) in enumerate(splitter.split(np.zeros((n, 1)), Y)):
+        folds[test] = k
+    return folds
+
+
+def make_model(name: str = DEFAULT_MODEL, seed: int = DEFAULT_SEED):
+    """A fresh multi-label estimator (fit(X, Y) / predict_proba(X) -> (N, K)) by name.
+
+    ``logreg``: standardised features + one-vs-rest logistic regression (cleanlab's recipe).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if name == "logreg":
+        return make_pipeline(
+            StandardScaler(), OneVsRestClassifier(LogisticRegression(max_iter=1000, random_state=seed))
+        )
+    raise ValueError(f"unknown model {name!r}; available: {list(MODELS)}")
+
+
+MODELS = ("logreg",)
+
+
+def per_tag_auroc(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
+    """(K,) AUROC of P[:, k] against Y[:, k]; NaN for a tag with a single class."""
+    from sklearn.metrics import roc_auc_score
+
+    Y = np.asarray(Y)
+    out = np.full(Y.shape[1], np.nan)
+    for k in range(Y.shape[1]):
+        if 0 < Y[:, k].sum() < len(Y):
+            out[k] = roc_auc_score(Y[:, k], P[:, k])
+    return out
+
+
+def out_of_fold_probabilities(
+    X: np.ndarray,
+    Y: np.ndarray,
+    n_folds: int = DEFAULT_N_FOLDS,
+    seed: int = DEFAULT_SEED,
+    model: str = DEFAULT_MODEL,
+    progress: Callable[[int, int], None] | None = None,
+) -> OutOfFold:
+    """K-fold out-of-fold probabilities for every (example, tag).
+
+    X: (N, D) features; Y: (N, K) 0/1 given tags. A tag that is constant within a training fold is
+    predicted as that constant's prevalence. ``progress(done_folds, n_folds)`` is called after each fold.
+    """
+    X = np.asarray(X)
+    Y = np.asarray(Y, dtype=np.int64)
+    folds = multilabel_folds(Y, n_folds, seed)
+    P = np.zeros(Y.shape, dtype=np.float64)
+    for k in range(n_folds):
+        train, test = folds != k, folds == k
+        Yt = Y[train]
+        const = (Yt.min(axis=0) == Yt.max(axis=0))
+        varying = np.flatnonzero(~const)
+        if varying.size:
+            est = make_model(model, seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # convergence chatter on tiny folds
+                if varying.size == 1:  # a single column is a plain binary problem for sklearn
+                    est.fit(X[train], Yt[:, varying[0]])
+                    proba = est.predict_proba(X[test])[:, [1]]
+                else:
+                    est.fit(X[train], Yt[:, varying])
+                    proba = est.predict_proba(X[test])
+            P[np.ix_(test, varying)] = proba
+        for j in np.flatnonzero(const):
+            P[test, j] = Yt[:, j].mean()
+        if progress:
+            progress(k + 1, n_folds)
+    np.clip(P, 0.0, 1.0, out=P)
+    return OutOfFold(probabilities=P, folds=folds, auroc=per_tag_auroc(Y, P))

@@ -1,0 +1,191 @@
+"""End-to-end: the whole Dagster graph, in-process, against a real temporary DuckDB file."""
+
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from dq_pipeline.defs.runner import run_audit
+from dq_pipeline_tests.conftest import SHARED_DATA, TABULAR_MANIFEST, write_dataset
+
+AUDIT_ASSETS = {"raw_examples", "features", "oof_probabilities", "label_issues", "ambiguous_examples",
+                "outliers", "near_duplicates", "curated"}
+
+
+def _latest(db: str, table: str) -> pd.DataFrame:
+    with duckdb.connect(db, read_only=True) as con:
+        return con.execute(f"SELECT * FROM latest_{table}").df()
+
+
+def test_tabular_planted_errors_rank_low(tmp_path: Path, db_path: str):
+    """Flip one tag in 8% of 1,000 MULAN-scene rows: the label-quality score ranks them low."""
+    frame = pd.read_csv(SHARED_DATA / "mulan_scene" / "scene.csv", keep_default_na=False).iloc[:1000].copy()
+    classes = sorted({t for s in frame["labels"] for t in s.split("|")})
+    rng = np.random.default_rng(0)
+    planted = rng.choice(len(frame), size=80, replace=False)
+    for i in planted:
+        tags = set(frame.at[i, "labels"].split("|"))
+        tags ^= {classes[rng.integers(len(classes))]}
+        frame.at[i, "labels"] = "|".join(sorted(tags))
+    folder = write_dataset(tmp_path / "scene_noisy", frame, TABULAR_MANIFEST)
+    outcome = run_audit(folder, db_path=db_path)
+    assert outcome.success, outcome.reason()
+    ex = _latest(db_path, "examples").set_index("example_id").loc[[str(i) for i in range(len(frame))]]
+    is_planted = np.zeros(len(frame), bool)
+    is_planted[planted] = True
+    auroc = roc_auc_score(is_planted, -ex["label_quality"].to_numpy())
+    assert auroc >= 0.8, auroc
+    # the flagged tag issues point at the planted tags more often than chance
+    issues = _latest(db_path, "tag_issues")
+    flagged = set(issues["example_id"].astype(int))
+    assert len(flagged & set(planted)) / len(planted) > 2 * len(flagged) / len(frame) * 0.5
+
+
+def test_text_audit_fills_every_table(text_dataset: Path, db_path: str):
+    outcome = run_audit(text_dataset, db_path=db_path)
+    assert outcome.success, outcome.reason()
+    assert AUDIT_ASSETS <= set(outcome.materialized)
+    runs = _latest(db_path, "audit_runs")
+    assert runs["n_examples"].item() == 300 and runs["n_quarantined"].item() == 0
+    assert 0 <= runs["health_score"].item() <= 1
+    k = runs["n_classes"].item()
+    ex = _latest(db_path, "examples")
+    assert len(ex) == 300 and ex["example_id"].is_unique
+    for column in ("label_quality", "ambiguity", "outlier_score"):
+        assert ex[column].between(0, 1).all(), column
+    assert len(_latest(db_path, "predictions")) == 300 * k
+    summary = _latest(db_path, "class_summary")
+    assert len(summary) == k and summary["oof_auroc"].notna().any()
+    curated = _latest(db_path, "curated_labels")
+    assert len(curated) == 300 and not curated["excluded"].any()
+    # suggested labels = given labels with the flagged tag issues applied
+    issues = _latest(db_path, "tag_issues")
+    row = ex.set_index("example_id").loc[issues["example_id"].iloc[0]] if len(issues) else None
+    if row is not None:
+        tag = issues["tag"].iloc[0]
+        assert (tag in list(row["given_labels"])) != (tag in list(row["suggested_labels"]))
+
+
+def test_image_audit_finds_near_duplicate_photos(image_dataset: Path, db_path: str):
+    outcome = run_audit(image_dataset, db_path=db_path)
+    assert outcome.success, outcome.reason()
+    ex = _latest(db_path, "examples").set_index("example_id")
+    assert len(ex) == 60
+    for a, b in [("images/37.jpg", "images/41.jpg"), ("images/39.jpg", "images/43.jpg")]:
+        assert ex.loc[a, "is_near_duplicate"] and ex.loc[a, "near_duplicate_group"] == ex.loc[b, "near_duplicate_group"]
+    assert ex.loc["images/37.jpg", "payload"] == "images/37.jpg"
+
+
+def test_reaudit_never_duplicates_latest_rows(tmp_path: Path, db_path: str, emotions_frame: pd.DataFrame):
+    folder = write_dataset(tmp_path / "emo", emotions_frame.iloc[:120], TABULAR_MANIFEST)
+    first = run_audit(folder, db_path=db_path)
+    second = run_audit(folder, db_path=db_path)
+    assert first.success and second.success
+    assert len(_latest(db_path, "examples")) == 120
+    assert _latest(db_path, "audit_runs")["run_id"].item() == second.run_id
+    with duckdb.connect(db_path, read_only=True) as con:
+        assert con.execute("SELECT count(DISTINCT run_id) FROM examples").fetchone()[0] == 2
+
+
+# ---- bad input: gate failures stop the run and name what is wrong ---------------------------------
+
+def _assert_gate_failed(outcome, *needles: str) -> None:
+    assert not outcome.success
+    text = outcome.reason()
+    for needle in needles:
+        assert needle in text, (needle, text)
+    assert "curated" not in outcome.materialized
+    assert "label_issues" not in outcome.materialized
+
+
+@pytest.fixture
+def emo_folder(tmp_path: Path, emotions_frame: pd.DataFrame):
+    def make(frame: pd.DataFrame | None = None, manifest: str = TABULAR_MANIFEST) -> Path:
+        return write_dataset(tmp_path / "emo", emotions_frame.iloc[:60] if frame is None else frame, manifest)
+    return make
+
+
+def test_unknown_tag_fails_gate(emo_folder, emotions_frame, db_path):
+    manifest = TABULAR_MANIFEST.replace(
+        "separator: \"|\"}", "separator: \"|\", classes: [amazed-suprised, angry-aggresive, happy-pleased, "
+        "quiet-still, relaxing-calm, sad-lonely]}")
+    frame = emotions_frame.iloc[:60].copy()
+    frame.loc[7, "labels"] = "happy-pleased|joyful"
+    outcome = run_audit(emo_folder(frame, manifest), db_path=db_path)
+    _assert_gate_failed(outcome, "raw_examples_gate", "'tag'", "joyful", "example_id='7'")
+    assert "features" not in outcome.materialized
+
+
+def test_duplicate_ids_fail_gate(emo_folder, emotions_frame, db_path):
+    frame = emotions_frame.iloc[:60].copy()
+    frame.insert(0, "song", [f"s{i}" for i in range(60)])
+    frame.loc[9, "song"] = "s3"
+    manifest = TABULAR_MANIFEST + "id_column: song\n"
+    _assert_gate_failed(run_audit(emo_folder(frame, manifest), db_path=db_path),
+                        "expect_column_values_to_be_unique", "example_id='s3'", "row_number=9")
+
+
+def test_fewer_examples_than_folds_fails_gate(emo_folder, emotions_frame, db_path):
+    _assert_gate_failed(run_audit(emo_folder(emotions_frame.iloc[:4]), db_path=db_path),
+                        "expect_table_row_count_to_be_between")
+
+
+def test_declared_tag_without_positive_fails_gate(emo_folder, db_path):
+    manifest = TABULAR_MANIFEST.replace(
+        "separator: \"|\"}", "separator: \"|\", classes: [amazed-suprised, angry-aggresive, happy-pleased, "
+        "quiet-still, relaxing-calm, sad-lonely, bored]}")
+    _assert_gate_failed(run_audit(emo_folder(None, manifest), db_path=db_path),
+                        "n_examples_with_tag", "tag='bored'")
+
+
+def test_manifest_naming_missing_column_fails(emo_folder, db_path):
+    outcome = run_audit(emo_folder(None, TABULAR_MANIFEST + "feature_columns: [nope]\n"), db_path=db_path)
+    assert not outcome.success and "'nope'" in outcome.reason() and "dataset.yaml" in outcome.reason()
+    assert outcome.materialized == []
+
+
+def test_image_path_outside_folder_fails_gate(image_dataset: Path, db_path: str):
+    labels = pd.read_csv(image_dataset / "labels.csv", keep_default_na=False)
+    outside = image_dataset.parent / "outside.jpg"
+    outside.write_bytes((image_dataset / "images" / "36.jpg").read_bytes())
+    labels.loc[5, "image"] = "../outside.jpg"  # row 5
+    labels.to_csv(image_dataset / "labels.csv", index=False)
+    _assert_gate_failed(run_audit(image_dataset, db_path=db_path),
+                        "image_inside_dataset_folder", "example_id='../outside.jpg'")
+
+
+def test_quarantined_rows_are_counted_and_audit_continues(image_dataset: Path, db_path: str):
+    (image_dataset / "images" / "35.jpg").write_text("oops")  # row 4
+    outcome = run_audit(image_dataset, db_path=db_path)
+    assert outcome.success, outcome.reason()
+    q = _latest(db_path, "quarantine")
+    assert q["example_id"].tolist() == ["images/35.jpg"] and q["row_number"].tolist() == [4]
+    runs = _latest(db_path, "audit_runs")
+    assert runs["n_input_rows"].item() == runs["n_examples"].item() + runs["n_quarantined"].item() == 60
+
+
+def test_curated_refuses_to_write_after_failed_gate(emo_folder, emotions_frame, db_path):
+    folder = emo_folder()
+    instance = dg.DagsterInstance.ephemeral()
+    good = run_audit(folder, db_path=db_path, instance=instance)
+    assert good.success
+    bad = emotions_frame.iloc[:60].copy()
+    bad.loc[3, "labels"] = ""  # still valid; now break ids via manifest to a duplicated column
+    bad.insert(0, "song", ["same"] * 60)
+    write_dataset(folder, bad, TABULAR_MANIFEST + "id_column: song\n")
+    failed = run_audit(folder, db_path=db_path, instance=instance)
+    assert not failed.success and "raw_examples" in failed.materialized
+    # a user selects only `curated` in the UI: it loads the bad upstream values and refuses to write
+    from dq_pipeline.definitions import build_definitions
+
+    defs = build_definitions(data_dir=str(folder.parent), db_path=db_path)
+    job = defs.resolve_job_def("audit").get_subset(asset_selection={dg.AssetKey("curated")})
+    result = job.execute_in_process(partition_key="emo", instance=instance, raise_on_error=False)
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert "refusing to write" in failure.message
+    assert _latest(db_path, "audit_runs")["run_id"].item() == good.run_id
