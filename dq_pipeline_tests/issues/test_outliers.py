@@ -1,0 +1,93 @@
+"""k-NN outlier detector: planted outliers, flag rules, tiny inputs, a real tabular dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dq_pipeline.issues.outliers import find_outliers, knn_mean_distance
+
+DATA = Path("/work/shared/data")
+
+
+def _cloud_with_planted(n: int = 200, d: int = 8, seed: int = 0) -> tuple[np.ndarray, list[int]]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    planted = [17, 123]
+    X[17] = 12.0  # far from the unit cloud in every coordinate
+    X[123] = -15.0
+    return X, planted
+
+
+def test_planted_outliers_score_lowest_and_only_they_are_flagged() -> None:
+    X, planted = _cloud_with_planted()
+    r = find_outliers(X, metric="euclidean")
+    assert set(np.argsort(r.scores)[:2]) == set(planted)
+    assert np.flatnonzero(r.flags).tolist() == planted  # IQR fence: no false alarms on a Gaussian
+    assert r.summary["n_outliers"] == 2
+    assert r.summary["n_neighbors"] == 10 and r.summary["metric"] == "euclidean"
+    assert r.summary["method"].startswith("iqr")
+    # score/threshold consistency: flagged exactly where score < score_threshold
+    assert ((r.scores < r.summary["score_threshold"]) == r.flags).all()
+    # a typical example scores about exp(-1)
+    assert np.median(r.scores) == pytest.approx(np.exp(-1), abs=0.02)
+    assert 0 <= r.scores.min() and r.scores.max() <= 1
+
+
+def test_cosine_metric_flags_a_direction_outlier() -> None:
+    rng = np.random.default_rng(1)
+    X = np.abs(rng.normal(size=(150, 32))) + np.r_[np.full(16, 3.0), np.zeros(16)]
+    X[60] = np.r_[np.zeros(16), np.full(16, 3.0)]  # orthogonal-ish direction, similar norm
+    r = find_outliers(X)  # cosine by default
+    assert np.argmin(r.scores) == 60
+    assert r.flags[60] and r.summary["n_outliers"] <= 3
+
+
+def test_contamination_flags_that_fraction() -> None:
+    X, planted = _cloud_with_planted()
+    r = find_outliers(X, metric="euclidean", contamination=0.05)
+    assert r.summary["n_outliers"] == 10  # ceil(0.05 * 200)
+    assert set(planted) <= set(np.flatnonzero(r.flags))
+    # the flagged ones are exactly the 10 lowest scores
+    assert set(np.flatnonzero(r.flags)) == set(np.argsort(r.scores)[:10])
+    with pytest.raises(ValueError):
+        find_outliers(X, contamination=0.9)
+
+
+def test_self_is_excluded_from_neighbours() -> None:
+    X = np.array([[0.0], [1.0], [3.0]])
+    d = knn_mean_distance(X, n_neighbors=1, metric="euclidean")
+    assert d.tolist() == [1.0, 1.0, 2.0]  # not 0 (the point itself)
+
+
+def test_tiny_datasets_do_not_crash() -> None:
+    X = np.array([[0.0, 0.0], [0.0, 1.0], [0.0, 2.0], [50.0, 50.0]])
+    r = find_outliers(X, metric="euclidean", n_neighbors=10)  # k reduced to N - 1 = 3
+    assert r.summary["n_neighbors"] == 3
+    assert np.argmin(r.scores) == 3
+    one = find_outliers(np.ones((1, 3)))
+    assert one.flags.tolist() == [False] and one.summary["n_outliers"] == 0
+    assert one.scores.tolist() == [1.0]
+    none = find_outliers(np.zeros((0, 3)))
+    assert none.scores.shape == (0,) and none.summary["n_outliers"] == 0
+
+
+def test_all_identical_rows_are_not_outliers() -> None:
+    r = find_outliers(np.ones((20, 4)), metric="euclidean")
+    assert not r.flags.any()
+    assert np.allclose(r.scores, 1.0)
+
+
+def test_real_tabular_data_flags_a_small_fraction() -> None:
+    from sklearn.preprocessing import StandardScaler
+
+    df = pd.read_csv(DATA / "mulan_emotions" / "emotions.csv", keep_default_na=False)
+    X = StandardScaler().fit_transform(df.drop(columns="labels").select_dtypes("number"))
+    r = find_outliers(X, metric="euclidean")
+    assert 0 < r.summary["n_outliers"] <= 0.05 * len(X)
+    # flagged examples really are farther from their neighbours than the rest
+    d = knn_mean_distance(X, metric="euclidean")
+    assert d[r.flags].min() > d[~r.flags].max()
