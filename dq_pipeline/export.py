@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dq_pipeline.ingest import read_source
+from dq_pipeline.ingest import parse_tags, read_source
 from dq_pipeline.manifest import DatasetManifest
 
 
@@ -26,7 +26,8 @@ def corrected_frame(manifest: DatasetManifest, curated: pd.DataFrame) -> pd.Data
     """The source rows with the labels column replaced by ``curated`` (example_id, labels, excluded).
 
     Same columns, order, id and tag format (separator-joined string, or a list where the source holds
-    lists). Excluded examples are dropped; rows the audit never saw (quarantined) are kept unchanged.
+    lists); unchanged cells are kept verbatim, changed ones keep the original tag order and append
+    added tags. Excluded examples are dropped; rows the audit never saw (quarantined) are kept unchanged.
     """
     frame = read_source(manifest)
     ids = source_example_ids(manifest, frame)
@@ -41,7 +42,12 @@ def corrected_frame(manifest: DatasetManifest, curated: pd.DataFrame) -> pd.Data
             labels.append(frame[column].iloc[i])
             continue
         keep.append(not bool(row.excluded))
-        tags = [str(t) for t in row.labels]
+        original = parse_tags(frame[column].iloc[i], manifest.separator)
+        corrected = [str(t) for t in row.labels]
+        if set(original) == set(corrected):  # unchanged: keep the cell exactly as written
+            labels.append(frame[column].iloc[i])
+            continue
+        tags = [t for t in original if t in corrected] + [t for t in corrected if t not in original]
         labels.append(tags if list_valued else (manifest.separator or "").join(tags))
     out = frame.copy()
     out[column] = pd.Series(labels, index=out.index, dtype=object)
