@@ -16,16 +16,17 @@ WORST_ROWS = 15
 
 
 def markdown_table(frame: pd.DataFrame, max_rows: int = 50) -> str:
-    """A GitHub-markdown table of the first ``max_rows`` rows (lists joined with '|')."""
+    """A GitHub-markdown table of the first ``max_rows`` rows (lists joined with ', ', pipes escaped)."""
     if frame is None or frame.empty:
         return "_(none)_"
     shown = frame.head(max_rows).copy()
     for column in shown.columns:
+        if pd.api.types.is_numeric_dtype(shown[column]) or pd.api.types.is_bool_dtype(shown[column]):
+            continue
         shown[column] = [
-            "|".join(map(str, v)) if isinstance(v, (list, tuple, np.ndarray)) else v for v in shown[column]
+            ", ".join(map(str, v)) if isinstance(v, (list, tuple, np.ndarray)) else str(v) for v in shown[column]
         ]
-        if shown[column].dtype == object:
-            shown[column] = shown[column].map(lambda v: str(v).replace("|", "\\|").replace("\n", " "))
+        shown[column] = shown[column].map(lambda v: v.replace("|", "\\|").replace("\n", " "))
     text = shown.to_markdown(index=False, floatfmt=".3f")
     if len(frame) > max_rows:
         text += f"\n\n_{len(frame) - max_rows} more rows not shown_"
@@ -97,8 +98,9 @@ def detector_metadata(name: str, result: Any, raw: Any, preds: Any) -> dict[str,
         "given": [tags_from_matrix(preds.Y[i : i + 1], preds.classes)[0] for i in order],
         "score": scores[order],
         "flagged": flags[order],
-        "content": np.asarray(payload_of(examples, raw.manifest.modality), dtype=object)[order],
     })
+    if raw.manifest.modality != "tabular":
+        worst["content"] = np.asarray(payload_of(examples, raw.manifest.modality), dtype=object)[order]
     meta: dict[str, Any] = {
         "n_flagged": int(flags.sum()),
         "rate_flagged": round(float(flags.mean()), 4) if n else 0.0,
