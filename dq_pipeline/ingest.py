@@ -187,11 +187,11 @@ def load_examples(
         examples["image"] = rel_paths
         examples["image_path"] = [str(p) if p else "" for p in abs_paths]
     else:
-        for column in feature_columns_of(manifest, frame):
-            values = frame[column]
-            if column in manifest.categorical_columns:  # integer codes are categories, not magnitudes
-                values = values.map(lambda v: None if _is_missing(v) else str(v)).astype(object)
-            examples[column] = values.to_numpy()
+        payload = frame[feature_columns_of(manifest, frame)].copy()
+        for column in manifest.categorical_columns:  # integer codes are categories, not magnitudes
+            if column in payload:
+                payload[column] = payload[column].map(lambda v: None if _is_missing(v) else str(v)).astype(object)
+        examples = pd.concat([examples, payload.reset_index(drop=True)], axis=1)
 
     bad = np.array([r is not None for r in reasons], dtype=bool)
     quarantine = pd.DataFrame(
