@@ -23,7 +23,7 @@ def test_normalised_distance_maps_threshold_to_zero_and_ends_to_plus_minus_one()
 def test_midpoint_thresholds_hand_computed() -> None:
     Y = np.array([[1, 1], [1, 1], [0, 1], [0, 1]])
     P = np.array([[0.4, 0.9], [0.2, 0.9], [0.1, 0.9], [0.1, 0.9]])
-    t = tag_thresholds(P, Y)
+    t = tag_thresholds(P, Y, "midpoint")
     assert t[0] == pytest.approx((0.3 + 0.1) / 2)  # mean over positives / negatives
     assert t[1] == 0.5  # no negatives -> fallback 0.5
     assert tag_thresholds(P, Y, 0.3).tolist() == [0.3, 0.3]
@@ -67,10 +67,10 @@ def test_midpoint_threshold_catches_rare_tag_borderline_that_0_5_misses() -> Non
     P[:2, 0] = 0.3
     P[5, 0] = 0.21  # borderline for this tag, "confidently negative" against 0.5
     P[6, 0] = 0.02
-    mid = find_ambiguous(P, Y)
+    mid = find_ambiguous(P, Y, threshold="midpoint")
     assert mid.summary["thresholds"][0] == pytest.approx((0.3 + (0.1 * 6 + 0.21 + 0.02) / 8) / 2)
     assert mid.flags[5] and not mid.flags[6]
-    assert not find_ambiguous(P, Y, threshold=0.5).flags[5]
+    assert not find_ambiguous(P, Y).flags[5]  # the default threshold 0.5 calls it confidently negative
 
 
 def test_co_occurring_pair_with_equal_lukewarm_support() -> None:
