@@ -168,14 +168,17 @@ def oof_probabilities(
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP)
 def label_issues(
     context: dg.AssetExecutionContext, oof_probabilities: Predictions, raw_examples: RawDataset,
-    settings: AuditSettings,
+    features: Features, settings: AuditSettings,
 ) -> DetectorResult:
     """Label quality per example (0-1, low = likely wrong) and, per (example, tag), whether the tag is
-    likely missing or incorrect (per-tag confident-learning thresholds); suggests a corrected tag set."""
+    likely missing or incorrect, with a suggested corrected tag set. Default method 'ensemble'
+    (out-of-fold probabilities + tag co-occurrence + nearest-neighbour tags, cross-fitted); 'cleanlab'
+    reproduces cleanlab 2.9 exactly."""
     from dq_pipeline.issues.label_issues import find_label_issues
 
     p = oof_probabilities
-    result = find_label_issues(p.Y, p.P, method=settings.label_method, pooling=settings.label_pooling)
+    result = find_label_issues(p.Y, p.P, method=settings.label_method, pooling=settings.label_pooling,
+                               features=features.X, seed=settings.seed)
     context.add_output_metadata(detector_metadata("label_issues", result, raw_examples, p))
     return result
 
