@@ -4,7 +4,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from dq_pipeline.ingest import tags_matrix
-from dq_pipeline.model import make_model, multilabel_folds, out_of_fold_probabilities, per_tag_auroc
+from dq_pipeline.model import DEFAULT_MODEL, make_model, multilabel_folds, out_of_fold_probabilities, per_tag_auroc
 
 
 @pytest.fixture
@@ -40,10 +40,10 @@ def test_out_of_fold_predictions_come_from_models_that_never_saw_the_example(emo
     assert np.all((oof.probabilities >= 0) & (oof.probabilities <= 1))
     # refit fold 2 by hand on the other folds: identical predictions for the held-out rows
     test = oof.folds == 2
-    est = make_model("logreg", seed=1).fit(X[~test], Y[~test])
+    est = make_model(DEFAULT_MODEL, seed=1).fit(X[~test], Y[~test])
     assert np.allclose(est.predict_proba(X[test]), oof.probabilities[test])
     # in-sample predictions are clearly more confident than out-of-fold ones (no leakage)
-    in_sample = make_model("logreg", seed=1).fit(X, Y).predict_proba(X)
+    in_sample = make_model(DEFAULT_MODEL, seed=1).fit(X, Y).predict_proba(X)
     assert roc_auc_score(Y.ravel(), in_sample.ravel()) > roc_auc_score(Y.ravel(), oof.probabilities.ravel())
     assert np.allclose(oof.auroc, per_tag_auroc(Y, oof.probabilities))
     assert np.nanmean(oof.auroc) > 0.75  # real signal on MULAN emotions
