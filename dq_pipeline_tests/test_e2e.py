@@ -21,6 +21,26 @@ def _latest(db: str, table: str) -> pd.DataFrame:
         return con.execute(f"SELECT * FROM latest_{table}").df()
 
 
+def _assert_tables_filled(db: str, n: int) -> None:
+    """Every contract table of the latest audit has its rows and its detector columns in range."""
+    runs = _latest(db, "audit_runs")
+    k = runs["n_classes"].item()
+    assert runs["n_examples"].item() == n and 0 <= runs["health_score"].item() <= 1
+    ex = _latest(db, "examples")
+    assert len(ex) == n and ex["example_id"].is_unique
+    for column in ("label_quality", "ambiguity", "outlier_score"):
+        assert ex[column].between(0, 1).all(), column
+    for column in ("is_label_issue", "is_ambiguous", "is_outlier", "is_near_duplicate"):
+        assert ex[column].notna().all(), column
+    assert runs["n_label_issues"].item() == ex["is_label_issue"].sum()
+    assert runs["n_outliers"].item() == ex["is_outlier"].sum()
+    assert len(_latest(db, "predictions")) == n * k
+    summary = _latest(db, "class_summary")
+    assert len(summary) == k and summary["oof_auroc"].notna().any()
+    assert (summary["n_missing"] + summary["n_incorrect"]).sum() == len(_latest(db, "tag_issues"))
+    assert len(_latest(db, "curated_labels")) == n
+
+
 def test_tabular_planted_errors_rank_low(tmp_path: Path, db_path: str):
     """Flip one tag in 8% of 1,000 MULAN-scene rows: the label-quality score ranks them low."""
     frame = pd.read_csv(SHARED_DATA / "mulan_scene" / "scene.csv", keep_default_na=False).iloc[:1000].copy()
@@ -39,6 +59,7 @@ def test_tabular_planted_errors_rank_low(tmp_path: Path, db_path: str):
     is_planted[planted] = True
     auroc = roc_auc_score(is_planted, -ex["label_quality"].to_numpy())
     assert auroc >= 0.8, auroc
+    _assert_tables_filled(db_path, len(frame))
     # the flagged tag issues point at the planted tags more often than chance
     issues = _latest(db_path, "tag_issues")
     flagged = set(issues["example_id"].astype(int))
@@ -49,19 +70,11 @@ def test_text_audit_fills_every_table(text_dataset: Path, db_path: str):
     outcome = run_audit(text_dataset, db_path=db_path)
     assert outcome.success, outcome.reason()
     assert AUDIT_ASSETS <= set(outcome.materialized)
-    runs = _latest(db_path, "audit_runs")
-    assert runs["n_examples"].item() == 300 and runs["n_quarantined"].item() == 0
-    assert 0 <= runs["health_score"].item() <= 1
-    k = runs["n_classes"].item()
+    _assert_tables_filled(db_path, 300)
+    assert _latest(db_path, "audit_runs")["n_quarantined"].item() == 0
     ex = _latest(db_path, "examples")
-    assert len(ex) == 300 and ex["example_id"].is_unique
-    for column in ("label_quality", "ambiguity", "outlier_score"):
-        assert ex[column].between(0, 1).all(), column
-    assert len(_latest(db_path, "predictions")) == 300 * k
-    summary = _latest(db_path, "class_summary")
-    assert len(summary) == k and summary["oof_auroc"].notna().any()
     curated = _latest(db_path, "curated_labels")
-    assert len(curated) == 300 and not curated["excluded"].any()
+    assert not curated["excluded"].any()
     # suggested labels = given labels with the flagged tag issues applied
     issues = _latest(db_path, "tag_issues")
     row = ex.set_index("example_id").loc[issues["example_id"].iloc[0]] if len(issues) else None
@@ -73,8 +86,8 @@ def test_text_audit_fills_every_table(text_dataset: Path, db_path: str):
 def test_image_audit_finds_near_duplicate_photos(image_dataset: Path, db_path: str):
     outcome = run_audit(image_dataset, db_path=db_path)
     assert outcome.success, outcome.reason()
+    _assert_tables_filled(db_path, 60)
     ex = _latest(db_path, "examples").set_index("example_id")
-    assert len(ex) == 60
     for a, b in [("images/37.jpg", "images/41.jpg"), ("images/39.jpg", "images/43.jpg")]:
         assert ex.loc[a, "is_near_duplicate"] and ex.loc[a, "near_duplicate_group"] == ex.loc[b, "near_duplicate_group"]
     assert ex.loc["images/37.jpg", "payload"] == "images/37.jpg"

@@ -1,0 +1,64 @@
+"""Curation policy and audit-table assembly (pure functions, no Dagster)."""
+
+import numpy as np
+import pandas as pd
+
+from dq_pipeline.curate import CurationPolicy, audit_tables, curated_labels
+from dq_pipeline.issues.base import DetectorResult
+from dq_pipeline.issues.label_issues import tag_issue_rows
+
+CLASSES = ["a", "b", "c"]
+Y = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=np.uint8)
+
+
+def _result(flags, details=None) -> DetectorResult:
+    flags = np.asarray(flags, dtype=bool)
+    return DetectorResult(scores=np.where(flags, 0.1, 0.9), flags=flags, details=details)
+
+
+def _dups() -> DetectorResult:
+    details = pd.DataFrame({"example_index": [1, 2], "group_id": [0, 0], "kind": ["near", "near"],
+                            "is_conflict": [True, True], "group_size": [2, 2]})
+    return _result([False, True, True, False], details)
+
+
+def test_default_policy_applies_suggestions_and_excludes_nothing():
+    S = Y.copy()
+    S[0, 1] = 1  # +b on example 0
+    S[2, 0] = 0  # -a on example 2
+    out = curated_labels(["e0", "e1", "e2", "e3"], Y, S, CLASSES, _result([1, 0, 0, 0]), _dups(), CurationPolicy())
+    assert out["labels"].tolist() == [["a", "b"], ["b"], ["b"], ["c"]]
+    assert not out["excluded"].any()
+    assert out["reason"].tolist() == ["label issue: +b", "", "label issue: -a", ""]
+
+
+def test_policy_options_exclude_outliers_and_duplicates():
+    policy = CurationPolicy(exclude_outliers=True, keep_one_per_duplicate_group=True)
+    out = curated_labels(["e0", "e1", "e2", "e3"], Y, Y, CLASSES, _result([0, 0, 0, 1]), _dups(), policy)
+    assert out["excluded"].tolist() == [False, False, True, True]
+    assert out["reason"].iloc[2] == "excluded: near-duplicate of e1"
+    assert out["reason"].iloc[3] == "excluded: outlier"
+
+
+def test_audit_tables_are_consistent():
+    P = np.array([[0.9, 0.8, 0.1], [0.2, 0.9, 0.1], [0.9, 0.7, 0.2], [0.1, 0.1, 0.9]])
+    flags = np.zeros_like(Y, dtype=bool)
+    flags[0, 1] = True
+    label = _result([1, 0, 0, 0], tag_issue_rows(Y, P, flags))
+    amb = _result([0, 0, 1, 0], pd.DataFrame({"example_index": [2], "tag_index": [1]}))
+    examples = pd.DataFrame({"example_id": ["e0", "e1", "e2", "e3"], "row_number": [0, 1, 3, 4],
+                             "tags": [["a"], ["b"], ["a", "b"], ["c"]], "text": ["x", "y", "z" * 200, "w"]})
+    quarantine = pd.DataFrame({"row_number": [2], "example_id": ["bad"], "reason": ["row 2: empty"]})
+    tables, counters = audit_tables(examples, quarantine, CLASSES, "text", Y, P, np.array([0.9, 0.8, 1.0]),
+                                    label, amb, _result([0, 0, 0, 0]), _dups())
+    ex = tables["examples"].set_index("example_id")
+    assert ex.loc["e0", "suggested_labels"] == ["a", "b"] and ex.loc["e0", "is_label_issue"]
+    assert ex.loc["e2", "borderline_tags"] == ["b"]
+    assert ex.loc["e1", "near_duplicate_group"] == 0 and pd.isna(ex.loc["e0", "near_duplicate_group"])
+    assert len(ex.loc["e2", "payload"]) <= 120
+    assert tables["tag_issues"][["example_id", "tag", "kind"]].values.tolist() == [["e0", "b", "missing"]]
+    assert len(tables["predictions"]) == 12
+    summary = tables["class_summary"].set_index("tag")
+    assert summary.loc["b", "n_missing"] == 1 and summary.loc["b", "n_suggested"] == 3
+    assert counters["n_examples"] + counters["n_quarantined"] == 5
+    assert counters["health_score"] == 1 / 4  # only e3 carries no flag of any kind
