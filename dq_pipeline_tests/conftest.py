@@ -46,6 +46,17 @@ def emotions_frame() -> pd.DataFrame:
 
 
 @pytest.fixture
+def emotions_xy(emotions_frame: pd.DataFrame):
+    """MULAN emotions as (X (593, 72) float, Y (593, 6) uint8 in sorted tag order)."""
+    from dq_pipeline.ingest import tags_matrix
+
+    classes = sorted({t for s in emotions_frame["labels"] for t in s.split("|") if t})
+    Y = tags_matrix([s.split("|") for s in emotions_frame["labels"]], classes)
+    X = emotions_frame.drop(columns="labels").to_numpy(float)
+    return X, Y
+
+
+@pytest.fixture
 def image_dataset(tmp_path: Path) -> Path:
     """60 real MIML photos with their labels: 20 deserts (including the near-duplicate pairs 37/41 and
     39/43) and 40 photos drawn at random from the whole set."""

@@ -5,22 +5,12 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from dq_pipeline.fast_model import JointLogisticRegression
-from dq_pipeline.ingest import tags_matrix
 from dq_pipeline.model import FAST_MODELS, make_model, out_of_fold_probabilities, per_tag_auroc
-
-
-@pytest.fixture
-def emotions_xy(emotions_frame: pd.DataFrame):
-    classes = sorted({t for s in emotions_frame["labels"] for t in s.split("|") if t})
-    Y = tags_matrix([s.split("|") for s in emotions_frame["labels"]], classes)
-    X = emotions_frame.drop(columns="labels").to_numpy(float)
-    return X, Y
 
 
 def test_probabilities_are_per_tag_and_in_unit_interval(emotions_xy):

@@ -1,18 +1,8 @@
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from dq_pipeline.ingest import tags_matrix
 from dq_pipeline.model import DEFAULT_MODEL, make_model, multilabel_folds, out_of_fold_probabilities, per_tag_auroc
-
-
-@pytest.fixture
-def emotions_xy(emotions_frame: pd.DataFrame):
-    classes = sorted({t for s in emotions_frame["labels"] for t in s.split("|") if t})
-    Y = tags_matrix([s.split("|") for s in emotions_frame["labels"]], classes)
-    X = emotions_frame.drop(columns="labels").to_numpy(float)
-    return X, Y
 
 
 def test_folds_partition_and_stratify(emotions_xy):

@@ -140,3 +140,19 @@ def test_sentence_transformers_image_model_by_local_path(tmp_path: Path) -> None
     assert np.isfinite(features).all()
     assert not np.allclose(features[0], features[2])
     assert embed_images([], model_name=str(model_dir)).shape == (0, 8)
+
+
+def test_features_are_the_pooled_input_of_the_classifier() -> None:
+    import torch
+
+    from dq_pipeline.embed.image import load_efficientnet_lite, preprocess_batch
+
+    model = load_efficientnet_lite()
+    assert model is load_efficientnet_lite(DEFAULT_IMAGE_MODEL)
+    assert not model.training
+    paths = [IMAGES / "801.jpg", IMAGES / "1.jpg"]
+    features = embed_images(paths)
+    with torch.inference_mode():
+        logits = model(preprocess_batch(paths)).numpy()
+        from_features = model._fc(torch.from_numpy(features)).numpy()
+    np.testing.assert_allclose(from_features, logits, rtol=1e-4, atol=1e-4)
