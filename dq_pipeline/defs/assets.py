@@ -1,7 +1,6 @@
 """The audit graph, one partition per dataset. Each asset wires a core function and attaches metadata."""
 
 
-import hashlib
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -101,16 +100,12 @@ def raw_examples(context: dg.AssetExecutionContext, datasets: DatasetsResource) 
     return RawDataset(manifest, result.examples, result.quarantine, result.classes, result.n_input_rows, started)
 
 
-def _file_sha256(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP, kinds={"python", "torch"})
 def features(context: dg.AssetExecutionContext, raw_examples: RawDataset, settings: AuditSettings) -> Features:
     """Per-example features: sentence-transformers embeddings for text, pretrained-CNN (or CLIP) image
     embeddings, or a scaled/one-hot/imputed ColumnTransformer matrix for tabular rows. Embeddings are
     cached by content and model, so an unchanged dataset skips the model on re-audit."""
-    from dq_pipeline.embed.cache import EmbeddingCache
+    from dq_pipeline.embed.cache import EmbeddingCache, file_keys
     from dq_pipeline.issues.duplicates import row_key, text_key
 
     ex = raw_examples.examples
@@ -128,7 +123,8 @@ def features(context: dg.AssetExecutionContext, raw_examples: RawDataset, settin
 
         X = embed_images_cached(list(ex["image_path"]), settings.image_model, cache,
                                 batch_size=settings.batch_size, progress=_progress(context, "image embeddings"))
-        metric, keys, model_name = "cosine", [_file_sha256(p) for p in ex["image_path"]], settings.image_model
+        keys = file_keys(settings.image_model, list(ex["image_path"]))  # same bytes <=> same key
+        metric, model_name = "cosine", settings.image_model
     else:
         from dq_pipeline.embed.tabular import featurize_tabular
 
