@@ -19,6 +19,7 @@ SCRIPTS = [
     ("bench_cv_speed.py", ["--repeats", "1", "--datasets", "emotions"]),
     ("bench_embed.py", []),
     ("bench_quality.py", ["--quick"]),
+    ("bench_reaudit.py", ["--repeats", "1", "--datasets", "mulan_flags"]),
 ]
 
 
