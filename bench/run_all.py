@@ -16,16 +16,16 @@ HERE = Path(__file__).resolve().parent
 #: (script, arguments for --quick); an empty quick list means the script has no quick mode
 SCRIPTS = [
     ("bench_detection_speed.py", ["--quick"]),
-    ("bench_cv_speed.py", ["--repeats", "1", "--datasets", "emotions"]),
+    ("bench_cv_speed.py", ["--repeats", "1", "--datasets", "emotions", "--out", "bench/results/cv_speed_quick.md"]),
     ("bench_embed.py", []),
     ("bench_quality.py", ["--quick"]),
-    ("bench_reaudit.py", ["--repeats", "1", "--datasets", "mulan_flags"]),
+    ("bench_reaudit.py", ["--repeats", "1", "--datasets", "mulan_flags", "--out", "bench/results/reaudit_quick.md"]),
 ]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smoke-sized runs (results go to the same files)")
+    parser.add_argument("--quick", action="store_true", help="smoke-sized runs (results go to *_quick.md files)")
     args = parser.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     failed = []
