@@ -58,12 +58,12 @@ def test_tabular_planted_errors_rank_low(tmp_path: Path, db_path: str):
     is_planted = np.zeros(len(frame), bool)
     is_planted[planted] = True
     auroc = roc_auc_score(is_planted, -ex["label_quality"].to_numpy())
-    assert auroc >= 0.8, auroc
+    assert auroc >= 0.9, auroc  # measured 0.983 with the default detector (cleanlab's scores: 0.805)
     _assert_tables_filled(db_path, len(frame))
-    # the flagged tag issues point at the planted tags more often than chance
-    issues = _latest(db_path, "tag_issues")
-    flagged = set(issues["example_id"].astype(int))
-    assert len(flagged & set(planted)) / len(planted) > 2 * len(flagged) / len(frame) * 0.5
+    # the flagged examples are mostly the planted ones, and most planted ones are flagged
+    flagged = ex["is_label_issue"].to_numpy()
+    assert (flagged & is_planted).sum() / flagged.sum() >= 0.5  # measured 74 / 108
+    assert (flagged & is_planted).sum() / is_planted.sum() >= 0.8  # measured 74 / 80
 
 
 def test_text_audit_fills_every_table(text_dataset: Path, db_path: str):
