@@ -61,6 +61,7 @@ import pandas as pd  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dq_pipeline.ingest import parse_tags, tags_matrix  # noqa: E402
 from dq_pipeline.issues.label_issues import find_label_issues  # noqa: E402
 from dq_pipeline.model import out_of_fold_probabilities  # noqa: E402
 
@@ -78,13 +79,8 @@ N_FOLDS, SEED = 5, 0
 
 def tags_from_cells(cells: pd.Series) -> np.ndarray:
     """(N, K) uint8 from '|'-joined tag cells, classes sorted."""
-    sets = [[t for t in str(c).split("|") if t] for c in cells]
-    classes = sorted({t for s in sets for t in s})
-    col = {c: j for j, c in enumerate(classes)}
-    Y = np.zeros((len(sets), len(classes)), dtype=np.uint8)
-    for i, s in enumerate(sets):
-        Y[i, [col[t] for t in s]] = 1
-    return Y
+    sets = [parse_tags(c, "|") for c in cells]
+    return tags_matrix(sets, sorted({t for s in sets for t in s}))
 
 
 def load_tabular(name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -30,7 +30,6 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -40,6 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import metrics as bm  # noqa: E402
+from dq_pipeline.ingest import parse_tags, tags_matrix  # noqa: E402
 from bench import noise as bn  # noqa: E402
 
 DATA = Path(os.environ.get("DQ_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -90,13 +90,9 @@ def _read(spec: DatasetSpec) -> pd.DataFrame:
 
 
 def _tag_matrix(labels: pd.Series) -> tuple[np.ndarray, list[str]]:
-    sets = [[t for t in str(s).split("|") if t] for s in labels]
+    sets = [parse_tags(s, "|") for s in labels]
     tags = sorted({t for s in sets for t in s})
-    index = {t: k for k, t in enumerate(tags)}
-    Y = np.zeros((len(sets), len(tags)), dtype=np.uint8)
-    for i, s in enumerate(sets):
-        Y[i, [index[t] for t in s]] = 1
-    return Y, tags
+    return tags_matrix(sets, tags), tags
 
 
 def _subset_rows(spec: DatasetSpec, Y: np.ndarray) -> np.ndarray:
@@ -167,10 +163,11 @@ def load_dataset(spec: DatasetSpec, quick: bool = False) -> Dataset:
 
 #: Our variants: keyword arguments of ``dq_pipeline.issues.label_issues.find_label_issues``.
 OURS: dict[str, dict] = {
-    "ours-default": {},  # confident-learning flags + min pooling (the pipeline's current default)
-    "ours-ema": {"pooling": "ema"},
-    "ours-product": {"pooling": "product"},
-    "ours-thr": {"scoring": "threshold_normalized"},
+    # confident-learning flags + min pooling: the pipeline's default before this benchmark chose 'ensemble'
+    "ours-default": {"method": "confident_learning"},
+    "ours-ema": {"method": "confident_learning", "pooling": "ema"},
+    "ours-product": {"method": "confident_learning", "pooling": "product"},
+    "ours-thr": {"method": "confident_learning", "scoring": "threshold_normalized"},
     "ours-parity-flags": {"method": "prune_by_noise_rate"},
     "ours-knn": {"evidence": "knn", "method": "prune_by_noise_rate"},
     "ours-calibrated": {"evidence": "calibrated", "method": "prune_by_noise_rate", "pooling": "product"},
