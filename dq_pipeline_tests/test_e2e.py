@@ -77,10 +77,10 @@ def test_text_audit_fills_every_table(text_dataset: Path, db_path: str):
     assert not curated["excluded"].any()
     # suggested labels = given labels with the flagged tag issues applied
     issues = _latest(db_path, "tag_issues")
-    row = ex.set_index("example_id").loc[issues["example_id"].iloc[0]] if len(issues) else None
-    if row is not None:
-        tag = issues["tag"].iloc[0]
-        assert (tag in list(row["given_labels"])) != (tag in list(row["suggested_labels"]))
+    assert len(issues) > 0
+    row = ex.set_index("example_id").loc[issues["example_id"].iloc[0]]
+    tag = issues["tag"].iloc[0]
+    assert (tag in list(row["given_labels"])) != (tag in list(row["suggested_labels"]))
 
 
 def test_image_audit_finds_near_duplicate_photos(image_dataset: Path, db_path: str):

@@ -66,7 +66,7 @@ def run_audit(
     for event in result.get_step_failure_events():
         error = event.step_failure_data.error
         message = (error.message or "").strip() if error else ""
-        if error and error.cause and not message.startswith("refusing"):
+        if error and error.cause:  # a user-code exception: its own message names the file and value
             message = (error.cause.message or message).strip()
         if not any(message in g for g in outcome.gate_failures):
             outcome.errors.append(f"{event.step_key}: {message}")
