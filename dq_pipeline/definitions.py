@@ -14,13 +14,17 @@ from dq_pipeline.defs.resources import AuditSettings, CuratedStore, DatasetsReso
 
 
 def build_definitions(
-    data_dir: str | None = None, db_path: str | None = None, settings: AuditSettings | None = None
+    data_dir: str | None = None, db_path: str | None = None, settings: AuditSettings | None = None,
+    in_memory: bool = False,
 ) -> dg.Definitions:
     """All assets, gates, the audit job, sensor and schedule, wired to a data folder and a DuckDB file.
 
     Defaults: ``$DQ_DATA_DIR`` or ``data``; ``$DQ_DUCKDB_PATH`` or ``data/curated.duckdb``. Steps run
-    in-process (one process per run), so models load once per run.
+    in-process (one process per run), so models load once per run. ``in_memory`` hands step outputs
+    over in memory instead of pickling them to the instance's storage (for one-off runs on an ephemeral
+    instance, whose storage is discarded anyway).
     """
+    resources: dict[str, object] = {"io_manager": dg.mem_io_manager} if in_memory else {}
     return dg.Definitions(
         assets=AUDIT_ASSETS,
         asset_checks=AUDIT_CHECKS,
@@ -31,6 +35,7 @@ def build_definitions(
             "datasets": DatasetsResource(data_dir=data_dir or os.environ.get("DQ_DATA_DIR", "data")),
             "curated_store": CuratedStore(path=db_path or store.default_db_path()),
             "settings": settings or AuditSettings(),
+            **resources,
         },
         executor=dg.in_process_executor,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +13,8 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["DAGSTER_TELEMETRY_DISABLED"] = "1"
 os.environ.pop("DAGSTER_HOME", None)  # tests use ephemeral Dagster instances
+# one fresh embedding + result cache per test session (never the repository's .cache)
+os.environ["DQ_CACHE_DIR"] = tempfile.mkdtemp(prefix="dq_pipeline_cache_")
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"

@@ -104,6 +104,69 @@ def test_reaudit_never_duplicates_latest_rows(tmp_path: Path, db_path: str, emot
         assert con.execute("SELECT count(DISTINCT run_id) FROM examples").fetchone()[0] == 2
 
 
+CACHED_ASSETS = ["oof_probabilities", "label_issues", "ambiguous_examples", "outliers", "near_duplicates"]
+GATES = {"raw_examples_gate", "features_gate", "probabilities_gate"}
+
+
+def _cache_hits(instance: dg.DagsterInstance, run_id: str) -> dict[str, bool]:
+    """``cache_hit`` of every cached asset and gate in run ``run_id`` (from the run's own events)."""
+    hits: dict[str, bool] = {}
+    for record in instance.get_records_for_run(run_id).records:
+        event = record.event_log_entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            mat = event.event_specific_data.materialization
+            if "cache_hit" in mat.metadata:
+                hits[mat.asset_key.to_user_string()] = mat.metadata["cache_hit"].value
+        elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = event.event_specific_data
+            assert evaluation.passed, evaluation.description
+            if evaluation.check_name in GATES:
+                hits[evaluation.check_name] = evaluation.metadata["cache_hit"].value
+    return hits
+
+
+def test_unchanged_reaudit_reuses_stages_and_writes_the_same_results(
+    tmp_path: Path, db_path: str, emotions_frame: pd.DataFrame
+):
+    from dq_pipeline.defs.resources import AuditSettings
+
+    folder = write_dataset(tmp_path / "emo", emotions_frame.iloc[:150], TABULAR_MANIFEST)
+    settings = AuditSettings(cache_dir=str(tmp_path / "cache"))
+    instance = dg.DagsterInstance.ephemeral()
+
+    def audit(**changes) -> tuple[dict[str, bool], pd.DataFrame]:
+        outcome = run_audit(folder, db_path=db_path, instance=instance,
+                            settings=AuditSettings(**{**settings.model_dump(), **changes}))
+        assert outcome.success, outcome.reason()
+        examples = _latest(db_path, "examples").sort_values("example_id").reset_index(drop=True)
+        return _cache_hits(instance, outcome.run_id), examples
+
+    cold, cold_examples = audit()
+    assert set(cold) == set(CACHED_ASSETS) | GATES and not any(cold.values())
+    warm, warm_examples = audit()
+    assert all(warm.values()), warm
+    columns = ["example_id", "label_quality", "is_label_issue", "suggested_labels", "ambiguity", "outlier_score",
+               "near_duplicate_group"]
+    pd.testing.assert_frame_equal(warm_examples[columns], cold_examples[columns])
+    assert _latest(db_path, "audit_runs")["n_label_issues"].item() == cold_examples["is_label_issue"].sum()
+
+    # a changed setting recomputes exactly the stages that read it
+    margin, _ = audit(ambiguity_margin=0.2)
+    assert not margin["ambiguous_examples"] and margin["oof_probabilities"] and margin["label_issues"]
+    folds, _ = audit(n_folds=4)
+    assert not any(folds[a] for a in CACHED_ASSETS) and folds["features_gate"] and not folds["raw_examples_gate"]
+    # so does one changed tag in the data
+    frame = emotions_frame.iloc[:150].copy()
+    frame.loc[5, "labels"] = "sad-lonely" if frame.loc[5, "labels"] != "sad-lonely" else "happy-pleased"
+    write_dataset(folder, frame, TABULAR_MANIFEST)
+    edited, edited_examples = audit()
+    assert not any(edited.values()), edited
+    changed = [list(a) != list(b) for a, b in zip(edited_examples["given_labels"], cold_examples["given_labels"])]
+    assert sum(changed) == 1
+
+
 # ---- bad input: gate failures stop the run and name what is wrong ---------------------------------
 
 def _assert_gate_failed(outcome, *needles: str) -> None:

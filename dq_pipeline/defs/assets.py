@@ -2,9 +2,12 @@
 
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
+from typing import Any, TypeVar
 
 import dagster as dg
 import numpy as np
@@ -19,8 +22,10 @@ from dq_pipeline.ingest import load_examples, tags_matrix
 from dq_pipeline.issues.base import DetectorResult
 from dq_pipeline.manifest import DatasetManifest, load_manifest
 from dq_pipeline.metadata import detector_metadata, markdown_table
+from dq_pipeline import result_cache
 
 GROUP = "audit"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,11 @@ class RawDataset:
         """(N, K) uint8 given tags; raises ValueError on a tag outside ``classes`` (the gate reports it first)."""
         return tags_matrix(self.examples["tags"], self.classes)
 
+    @cached_property
+    def fingerprint(self) -> str:
+        """Content key of what downstream stages read: the examples, classes and modality."""
+        return result_cache.fingerprint(self.examples, self.classes, self.manifest.modality)
+
 
 @dataclass(frozen=True)
 class Features:
@@ -48,6 +58,11 @@ class Features:
     X: np.ndarray
     metric: str
     exact_keys: list[str]
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Content key of the features: the matrix bytes, metric and exact-duplicate keys."""
+        return result_cache.fingerprint(self.X, self.metric, self.exact_keys)
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,7 @@ class Predictions:
     P: np.ndarray
     folds: np.ndarray
     auroc: np.ndarray
+    fingerprint: str = ""
 
 
 def _progress(context: dg.AssetExecutionContext, stage: str):
@@ -72,6 +88,34 @@ def _progress(context: dg.AssetExecutionContext, stage: str):
             context.log.info(f"{stage}: {done}/{total}")
 
     return report
+
+
+def reuse(
+    context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, settings: AuditSettings, stage: str,
+    key_parts: list[Any], compute: Callable[[], T],
+) -> tuple[T, str, bool]:
+    """``(value, key, hit)``: the stage's result for these inputs and settings from the result cache
+    under ``<cache_dir>/results`` (key = stage, code version and ``key_parts``), else ``compute()``."""
+    key = result_cache.fingerprint(stage, result_cache.code_version(), *key_parts)
+    value, hit = result_cache.cached(settings.result_cache(), stage, key, compute)
+    if hit:
+        context.log.info(f"{stage}: inputs, settings and code unchanged; reused cached result {key[:12]}")
+    return value, key, hit
+
+
+def _detector(
+    context: dg.AssetExecutionContext, settings: AuditSettings, stage: str, key_parts: list[Any],
+    compute: Callable[[], tuple[DetectorResult, dict[str, Any]]],
+) -> DetectorResult:
+    """Run (or reuse) a detector and its UI metadata (tables, plots), attach the metadata, return it."""
+    started = time.perf_counter()
+    (result, meta), key, hit = reuse(context, settings, stage, key_parts, compute)
+    context.add_output_metadata({**meta, **cache_metadata(key, hit, started)})
+    return result
+
+
+def cache_metadata(key: str, hit: bool, started: float) -> dict[str, Any]:
+    return {"cache_hit": hit, "cache_key": key[:12], "seconds": round(time.perf_counter() - started, 3)}
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP, kinds={"python", "pandas"})
@@ -110,7 +154,7 @@ def features(context: dg.AssetExecutionContext, raw_examples: RawDataset, settin
 
     ex = raw_examples.examples
     modality = raw_examples.manifest.modality
-    cache = EmbeddingCache(settings.cache_dir) if settings.cache_dir else None
+    cache = EmbeddingCache(Path(settings.cache_dir) / "embeddings") if settings.cache_dir else None
     t0 = time.perf_counter()
     if modality == "text":
         from dq_pipeline.embed.text import embed_texts_cached
@@ -147,18 +191,25 @@ def oof_probabilities(
 ) -> Predictions:
     """Out-of-fold probability for every (example, tag): K multilabel-stratified folds
     (iterative-stratification); each example is predicted by a model that never saw it.
-    Default model: one-vs-rest logistic regression. Records the per-tag out-of-fold AUROC."""
+    Default model: 'fast_logreg' (L2 logistic regression for all tags at once). Records the per-tag
+    out-of-fold AUROC. Reused from the result cache when features, tags, settings and code are unchanged."""
     Y = raw_examples.Y
-    oof = cv.out_of_fold_probabilities(features.X, Y, settings.n_folds, settings.seed, settings.model,
-                                       progress=_progress(context, "cross-validation folds"))
+    started = time.perf_counter()
+    oof, key, hit = reuse(
+        context, settings, "oof_probabilities",
+        [features.fingerprint, Y, settings.n_folds, settings.seed, settings.model],
+        lambda: cv.out_of_fold_probabilities(features.X, Y, settings.n_folds, settings.seed, settings.model,
+                                             progress=_progress(context, "cross-validation folds")),
+    )
     auroc = pd.DataFrame({"tag": raw_examples.classes, "n_given": Y.sum(axis=0), "oof_auroc": oof.auroc.round(4)})
     context.add_output_metadata({
         "n_folds": settings.n_folds,
         "model": settings.model,
         "mean_oof_auroc": float(np.nanmean(oof.auroc)) if np.isfinite(oof.auroc).any() else None,
         "per_tag_auroc": dg.MetadataValue.md(markdown_table(auroc)),
+        **cache_metadata(key, hit, started),
     })
-    return Predictions(features.example_ids, raw_examples.classes, Y, oof.probabilities, oof.folds, oof.auroc)
+    return Predictions(features.example_ids, raw_examples.classes, Y, oof.probabilities, oof.folds, oof.auroc, key)
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP)
@@ -173,10 +224,15 @@ def label_issues(
     from dq_pipeline.issues.label_issues import find_label_issues
 
     p = oof_probabilities
-    result = find_label_issues(p.Y, p.P, method=settings.label_method, pooling=settings.label_pooling,
-                               features=features.X, seed=settings.seed)
-    context.add_output_metadata(detector_metadata("label_issues", result, raw_examples, p))
-    return result
+
+    def compute() -> tuple[DetectorResult, dict[str, Any]]:
+        result = find_label_issues(p.Y, p.P, method=settings.label_method, pooling=settings.label_pooling,
+                                   features=features.X, seed=settings.seed)
+        return result, detector_metadata("label_issues", result, raw_examples, p)
+
+    return _detector(context, settings, "label_issues",
+                     [p.fingerprint, features.fingerprint, raw_examples.fingerprint, settings.label_method,
+                      settings.label_pooling, settings.seed], compute)
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP)
@@ -190,9 +246,13 @@ def ambiguous_examples(
     from dq_pipeline.issues.ambiguous import find_ambiguous
 
     p = oof_probabilities
-    result = find_ambiguous(p.P, p.Y, margin=settings.ambiguity_margin)
-    context.add_output_metadata(detector_metadata("ambiguous", result, raw_examples, p))
-    return result
+
+    def compute() -> tuple[DetectorResult, dict[str, Any]]:
+        result = find_ambiguous(p.P, p.Y, margin=settings.ambiguity_margin)
+        return result, detector_metadata("ambiguous", result, raw_examples, p)
+
+    return _detector(context, settings, "ambiguous_examples",
+                     [p.fingerprint, raw_examples.fingerprint, settings.ambiguity_margin], compute)
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP)
@@ -204,10 +264,14 @@ def outliers(
     (cosine for embeddings, euclidean for standardised tabular features); 0-1, low = outlier."""
     from dq_pipeline.issues.outliers import find_outliers
 
-    result = find_outliers(features.X, n_neighbors=settings.outlier_neighbors, metric=features.metric,
-                           iqr_factor=settings.outlier_iqr_factor)
-    context.add_output_metadata(detector_metadata("outliers", result, raw_examples, oof_probabilities))
-    return result
+    def compute() -> tuple[DetectorResult, dict[str, Any]]:
+        result = find_outliers(features.X, n_neighbors=settings.outlier_neighbors, metric=features.metric,
+                               iqr_factor=settings.outlier_iqr_factor)
+        return result, detector_metadata("outliers", result, raw_examples, oof_probabilities)
+
+    return _detector(context, settings, "outliers",
+                     [features.fingerprint, raw_examples.fingerprint, oof_probabilities.fingerprint,
+                      settings.outlier_neighbors, settings.outlier_iqr_factor], compute)
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP)
@@ -219,11 +283,15 @@ def near_duplicates(
     row) and near ones (embedding distance). A group whose members carry different tags is a conflict."""
     from dq_pipeline.issues.duplicates import find_near_duplicates
 
-    near = features.metric == "cosine"  # tabular rows: exact duplicates only
-    result = find_near_duplicates(features.X, oof_probabilities.Y, exact_keys=features.exact_keys,
-                                  threshold=settings.duplicate_threshold, metric=features.metric, near=near)
-    context.add_output_metadata(detector_metadata("near_duplicates", result, raw_examples, oof_probabilities))
-    return result
+    def compute() -> tuple[DetectorResult, dict[str, Any]]:
+        near = features.metric == "cosine"  # tabular rows: exact duplicates only
+        result = find_near_duplicates(features.X, oof_probabilities.Y, exact_keys=features.exact_keys,
+                                      threshold=settings.duplicate_threshold, metric=features.metric, near=near)
+        return result, detector_metadata("near_duplicates", result, raw_examples, oof_probabilities)
+
+    return _detector(context, settings, "near_duplicates",
+                     [features.fingerprint, raw_examples.fingerprint, oof_probabilities.fingerprint,
+                      settings.duplicate_threshold], compute)
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP, kinds={"duckdb"})
@@ -241,10 +309,12 @@ def curated(
 ) -> dict:
     """Write every table of this audit to DuckDB in one transaction (audit_runs, examples, tag_issues,
     predictions, class_summary, quarantine, curated_labels, ...). Refuses to write when any gate fails
-    on its inputs, so a previous good audit stays the latest."""
-    from dq_pipeline.defs.checks import run_gates
+    on its inputs (gates that passed in this same run are not repeated), so a previous good audit stays
+    the latest."""
+    from dq_pipeline.defs.checks import gates_passed_in_run, run_gates
 
-    gates = run_gates(raw_examples, features, oof_probabilities, settings.n_folds)
+    passed_here = gates_passed_in_run(context.instance, context.run_id)
+    gates = run_gates(raw_examples, features, oof_probabilities, settings.n_folds, skip=passed_here)
     failed = [g for g in gates if not g.success]
     if failed:
         raise dg.Failure(
@@ -277,6 +347,7 @@ def curated(
     context.add_output_metadata({
         **{k: v for k, v in summary.items() if k != "run_id"},
         "duckdb": str(Path(curated_store.path).resolve()),
+        "gates_rerun": len(gates),
         "class_summary": dg.MetadataValue.md(markdown_table(tables["class_summary"])),
         "top_confusions": dg.MetadataValue.md(markdown_table(tables["tag_confusions"])),
     })

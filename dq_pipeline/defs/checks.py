@@ -1,15 +1,18 @@
 """Blocking asset checks: Great Expectations gates per dataset partition, and 'nothing lost'."""
 
 
+import time
+from collections.abc import Callable
+
 import dagster as dg
 
 from dq_pipeline import expectations as gates
-from dq_pipeline import store
-from dq_pipeline.defs.assets import Features, Predictions, RawDataset
+from dq_pipeline import result_cache, store
+from dq_pipeline.defs.assets import Features, Predictions, RawDataset, cache_metadata, reuse
 from dq_pipeline.defs.resources import AuditSettings, CuratedStore
 
 
-def gate_check_result(result: gates.GateResult) -> dg.AssetCheckResult:
+def gate_check_result(result: gates.GateResult, extra: dict | None = None) -> dg.AssetCheckResult:
     """A GateResult as a blocking check outcome: failing expectation, column and sample ids in metadata."""
     return dg.AssetCheckResult(
         passed=result.success,
@@ -19,8 +22,20 @@ def gate_check_result(result: gates.GateResult) -> dg.AssetCheckResult:
             "n_expectations": result.n_expectations,
             "n_failed": len(result.failures),
             "failures": dg.MetadataValue.json(result.metadata()["failures"]),
+            **(extra or {}),
         },
     )
+
+
+def _checked(
+    context: dg.AssetCheckExecutionContext, settings: AuditSettings, gate: str, key_parts: list,
+    validate: Callable[[], gates.GateResult],
+) -> dg.AssetCheckResult:
+    """Run a gate's GE suite, or reuse its verdict on byte-identical inputs validated by the same suite
+    code (the result cache; ``cache_hit`` in the check metadata says which)."""
+    started = time.perf_counter()
+    result, key, hit = reuse(context, settings, gate, key_parts, validate)
+    return gate_check_result(result, cache_metadata(key, hit, started))
 
 
 def raw_gate(raw: RawDataset, n_folds: int) -> gates.GateResult:
@@ -38,31 +53,68 @@ def probabilities_gate(raw: RawDataset, preds: Predictions) -> gates.GateResult:
                                         source=raw.manifest.name)
 
 
-def run_gates(raw: RawDataset, feats: Features, preds: Predictions, n_folds: int) -> list[gates.GateResult]:
-    """All three gates on a dataset's current inputs (used by ``curated`` before it writes)."""
-    return [raw_gate(raw, n_folds), features_gate(raw, feats), probabilities_gate(raw, preds)]
+def run_gates(
+    raw: RawDataset, feats: Features, preds: Predictions, n_folds: int, skip: set[str] | frozenset[str] = frozenset()
+) -> list[gates.GateResult]:
+    """The three gates on a dataset's current inputs, except those named in ``skip`` (used by
+    ``curated`` before it writes, skipping the gates that already passed on these inputs in its run)."""
+    todo = {
+        "raw_examples_gate": lambda: raw_gate(raw, n_folds),
+        "features_gate": lambda: features_gate(raw, feats),
+        "probabilities_gate": lambda: probabilities_gate(raw, preds),
+    }
+    return [run() for name, run in todo.items() if name not in skip]
+
+
+def gates_passed_in_run(instance: dg.DagsterInstance, run_id: str) -> set[str]:
+    """Names of the gate checks that passed in run ``run_id``. Within one run they evaluated the very
+    outputs that downstream steps read, so those need not be validated again."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    passed: set[str] = set()
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        evaluation = event.event_specific_data if event else None
+        if evaluation is not None and evaluation.passed:
+            passed.add(evaluation.check_name)
+    return passed
 
 
 @dg.asset_check(asset="raw_examples", blocking=True, name="raw_examples_gate")
-def raw_examples_gate(raw_examples: RawDataset, settings: AuditSettings) -> dg.AssetCheckResult:
+def raw_examples_gate(
+    context: dg.AssetCheckExecutionContext, raw_examples: RawDataset, settings: AuditSettings
+) -> dg.AssetCheckResult:
     """GE suite on ingested examples: required columns, unique non-null ids, tags within the declared
     classes, every class used, at least n_folds examples, non-empty texts, image files present and
     inside the dataset folder."""
-    return gate_check_result(raw_gate(raw_examples, settings.n_folds))
+    m = raw_examples.manifest
+    return _checked(context, settings, "raw_examples_gate",
+                    [raw_examples.fingerprint, settings.n_folds, str(m.folder), str(m.source)],
+                    lambda: raw_gate(raw_examples, settings.n_folds))
 
 
 @dg.asset_check(asset="features", blocking=True, name="features_gate",
                 additional_ins={"raw_examples": dg.AssetIn("raw_examples")})
-def features_gate_check(features: Features, raw_examples: RawDataset) -> dg.AssetCheckResult:
+def features_gate_check(
+    context: dg.AssetCheckExecutionContext, features: Features, raw_examples: RawDataset, settings: AuditSettings
+) -> dg.AssetCheckResult:
     """GE suite on the feature matrix: one row per example, every value finite."""
-    return gate_check_result(features_gate(raw_examples, features))
+    return _checked(context, settings, "features_gate",
+                    [features.fingerprint, raw_examples.fingerprint, raw_examples.manifest.name],
+                    lambda: features_gate(raw_examples, features))
 
 
 @dg.asset_check(asset="oof_probabilities", blocking=True, name="probabilities_gate",
                 additional_ins={"raw_examples": dg.AssetIn("raw_examples")})
-def probabilities_gate_check(oof_probabilities: Predictions, raw_examples: RawDataset) -> dg.AssetCheckResult:
+def probabilities_gate_check(
+    context: dg.AssetCheckExecutionContext, oof_probabilities: Predictions, raw_examples: RawDataset,
+    settings: AuditSettings,
+) -> dg.AssetCheckResult:
     """GE suite on out-of-fold probabilities: one per (example, tag), each in [0, 1], none missing."""
-    return gate_check_result(probabilities_gate(raw_examples, oof_probabilities))
+    p = oof_probabilities
+    return _checked(context, settings, "probabilities_gate",
+                    [p.fingerprint or result_cache.fingerprint(p.P), raw_examples.fingerprint,
+                     raw_examples.manifest.name],
+                    lambda: probabilities_gate(raw_examples, p))
 
 
 @dg.asset_check(asset="curated", blocking=True, name="nothing_lost")

@@ -5,6 +5,7 @@ All settings are config fields with documented defaults, editable per run in the
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -12,6 +13,7 @@ from pydantic import Field
 
 from dq_pipeline import model, store
 from dq_pipeline.issues import ambiguous, duplicates, label_issues, outliers
+from dq_pipeline.result_cache import ResultCache
 
 
 class DatasetsResource(dg.ConfigurableResource):
@@ -38,8 +40,11 @@ class AuditSettings(dg.ConfigurableResource):
                              description="'efficientnet-lite0' (packaged) or a sentence-transformers CLIP "
                                          "model name/path for images")
     batch_size: int = Field(default=32, description="Embedding batch size")
-    cache_dir: str = Field(default=".cache/embeddings",
-                           description="Embedding cache keyed by content and model ('' disables)")
+    cache_dir: str = Field(
+        default=os.environ.get("DQ_CACHE_DIR", ".cache"),
+        description="Cache folder ($DQ_CACHE_DIR sets the default; '' disables): embeddings keyed by content "
+                    "and model, and stage results (out-of-fold probabilities, detectors) keyed by inputs, "
+                    "settings and code, so re-auditing an unchanged dataset skips the model and the refits")
     n_folds: int = Field(default=model.DEFAULT_N_FOLDS, description="Cross-validation folds (K)")
     seed: int = Field(default=model.DEFAULT_SEED, description="Seed for folds and models")
     model: str = Field(default=model.DEFAULT_MODEL, description=f"Classifier, one of {list(model.MODELS)}")
@@ -58,3 +63,7 @@ class AuditSettings(dg.ConfigurableResource):
     exclude_outliers: bool = Field(default=False, description="Curation: exclude flagged outliers")
     keep_one_per_duplicate_group: bool = Field(
         default=False, description="Curation: keep only the first example of each duplicate group")
+
+    def result_cache(self) -> ResultCache | None:
+        """Cache of stage results and gate verdicts under ``<cache_dir>/results`` (None when disabled)."""
+        return ResultCache(Path(self.cache_dir) / "results") if self.cache_dir else None

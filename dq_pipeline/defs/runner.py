@@ -42,17 +42,23 @@ def run_audit(
     settings: AuditSettings | None = None,
     instance: dg.DagsterInstance | None = None,
     log_level: str = "INFO",
+    in_memory: bool | None = None,
 ) -> AuditOutcome:
     """Audit the dataset in ``folder`` (partition = folder name) and report the outcome.
 
     A failed blocking gate stops the downstream assets; its description lands in ``gate_failures``.
+    ``in_memory`` hands step outputs over in memory rather than storing them in the instance (so later
+    runs could not re-execute single assets from them); default: only when no ``instance`` is given and
+    ``$DAGSTER_HOME`` is unset, i.e. the ephemeral instance is discarded after this run anyway.
     """
     from dq_pipeline.definitions import build_definitions
 
     folder = Path(folder).resolve()
     name = folder.name
-    defs = build_definitions(data_dir=str(folder.parent), db_path=db_path, settings=settings)
+    if in_memory is None:
+        in_memory = instance is None and not os.environ.get("DAGSTER_HOME")
     instance = instance or get_instance()
+    defs = build_definitions(data_dir=str(folder.parent), db_path=db_path, settings=settings, in_memory=in_memory)
     if not instance.has_dynamic_partition(dataset_partitions.name, name):
         instance.add_dynamic_partitions(dataset_partitions.name, [name])
     job = defs.resolve_job_def("audit")
