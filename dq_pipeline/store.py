@@ -96,23 +96,40 @@ def connect(db_path: str | Path, read_only: bool = False, timeout_s: float = 60.
         con.close()
 
 
+def _schema_version() -> str:
+    import hashlib
+
+    text = json.dumps([TABLES, sorted(COMMENTS.items()), _LATEST_RUNS_SQL, _LATEST_TABLE_SQL])
+    return "dq_pipeline schema " + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_LATEST_RUNS_SQL = """CREATE OR REPLACE VIEW latest_audit_runs AS
+           SELECT * FROM audit_runs WHERE status = 'success'
+           QUALIFY row_number() OVER (PARTITION BY dataset ORDER BY finished_at DESC, run_id DESC) = 1"""
+_LATEST_TABLE_SQL = """CREATE OR REPLACE VIEW latest_{name} AS
+                    SELECT t.* FROM {name} t JOIN latest_audit_runs r USING (dataset, run_id)"""
+
+
 def ensure_schema(con: Any) -> None:
-    """Create the tables, column comments and ``latest_*`` views if absent (idempotent)."""
+    """Create the tables, column comments and ``latest_*`` views if absent (idempotent).
+
+    The schema's version is kept as the comment of ``audit_runs``; a file already at this version is
+    left untouched (no catalog writes on every connection).
+    """
+    version = _schema_version()
+    found = con.execute("SELECT comment FROM duckdb_tables() WHERE schema_name = 'main' "
+                        "AND table_name = 'audit_runs'").fetchall()
+    if found and found[0][0] == version:
+        return
     for name, columns in TABLES.items():
         con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
     for (table, column), text in COMMENTS.items():
         con.execute(f"COMMENT ON COLUMN {table}.{column} IS '{text}'")
-    con.execute(
-        """CREATE OR REPLACE VIEW latest_audit_runs AS
-           SELECT * FROM audit_runs WHERE status = 'success'
-           QUALIFY row_number() OVER (PARTITION BY dataset ORDER BY finished_at DESC, run_id DESC) = 1"""
-    )
+    con.execute(_LATEST_RUNS_SQL)
     for name in TABLES:
         if name != "audit_runs":
-            con.execute(
-                f"""CREATE OR REPLACE VIEW latest_{name} AS
-                    SELECT t.* FROM {name} t JOIN latest_audit_runs r USING (dataset, run_id)"""
-            )
+            con.execute(_LATEST_TABLE_SQL.format(name=name))
+    con.execute(f"COMMENT ON TABLE audit_runs IS '{version}'")
 
 
 def write_audit(db_path: str | Path, run: dict[str, Any], tables: dict[str, pd.DataFrame]) -> None:
@@ -131,7 +148,9 @@ def write_audit(db_path: str | Path, run: dict[str, Any], tables: dict[str, pd.D
     with connect(db_path) as con:
         con.execute("BEGIN TRANSACTION")
         try:
-            for name in TABLES:
+            retried = con.execute("SELECT count(*) FROM audit_runs WHERE dataset = ? AND run_id = ?",
+                                  [dataset, run_id]).fetchall()[0][0]
+            for name in TABLES if retried else ():  # a new run has no rows to replace: skip the scans
                 con.execute(f"DELETE FROM {name} WHERE dataset = ? AND run_id = ?", [dataset, run_id])
             _insert(con, "audit_runs", pd.DataFrame([run_row]))
             for name, frame in tables.items():

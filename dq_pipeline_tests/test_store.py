@@ -52,3 +52,16 @@ def test_failed_write_leaves_previous_audit_intact(db_path):
 def test_unknown_table_rejected(db_path):
     with pytest.raises(ValueError, match="unknown table"):
         store.write_audit(db_path, _run("r1", 0), {"nope": pd.DataFrame()})
+
+
+def test_schema_is_rebuilt_only_when_its_version_differs(db_path):
+    store.write_audit(db_path, _run("r1", 0), _tables([["a"], []]))
+    with duckdb.connect(db_path) as con:  # a file from an older version: another comment, a view missing
+        con.execute("DROP VIEW latest_curated_labels")
+        con.execute("COMMENT ON TABLE audit_runs IS 'dq_pipeline schema old'")
+    assert store.read_latest(db_path, "curated_labels", "ds")["labels"].tolist() == [["a"], []]
+    with duckdb.connect(db_path) as con:  # current version: connecting leaves the file alone
+        con.execute("DROP VIEW latest_curated_labels")
+    with store.connect(db_path) as con:
+        views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    assert "latest_curated_labels" not in views and "latest_examples" in views

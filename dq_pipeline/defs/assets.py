@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from dq_pipeline import model as cv
+from dq_pipeline import result_cache
 from dq_pipeline import store
 from dq_pipeline.curate import CurationPolicy, audit_tables
 from dq_pipeline.defs.partitions import dataset_partitions
@@ -22,7 +23,6 @@ from dq_pipeline.ingest import load_examples, tags_matrix
 from dq_pipeline.issues.base import DetectorResult
 from dq_pipeline.manifest import DatasetManifest, load_manifest
 from dq_pipeline.metadata import detector_metadata, markdown_table
-from dq_pipeline import result_cache
 
 GROUP = "audit"
 T = TypeVar("T")
@@ -115,6 +115,7 @@ def _detector(
 
 
 def cache_metadata(key: str, hit: bool, started: float) -> dict[str, Any]:
+    """Step metadata: whether the result came from the cache, its key prefix, seconds since ``started``."""
     return {"cache_hit": hit, "cache_key": key[:12], "seconds": round(time.perf_counter() - started, 3)}
 
 
@@ -141,7 +142,9 @@ def raw_examples(context: dg.AssetExecutionContext, datasets: DatasetsResource) 
         "preview": dg.MetadataValue.md(markdown_table(preview)),
         "quarantine": dg.MetadataValue.md(markdown_table(result.quarantine.head(20))),
     })
-    return RawDataset(manifest, result.examples, result.quarantine, result.classes, result.n_input_rows, started)
+    raw = RawDataset(manifest, result.examples, result.quarantine, result.classes, result.n_input_rows, started)
+    context.add_output_metadata({"content_key": raw.fingerprint[:12]})  # computed once, stored with the output
+    return raw
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP, kinds={"python", "torch"})
@@ -182,7 +185,9 @@ def features(context: dg.AssetExecutionContext, raw_examples: RawDataset, settin
         "seconds": round(elapsed, 2),
         "examples_per_second": round(X.shape[0] / elapsed, 1) if elapsed > 0 else None,
     })
-    return Features(list(ex["example_id"]), np.asarray(X), metric, keys)
+    feats = Features(list(ex["example_id"]), np.asarray(X), metric, keys)
+    context.add_output_metadata({"content_key": feats.fingerprint[:12]})
+    return feats
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP, kinds={"python", "scikitlearn"})

@@ -120,7 +120,7 @@ def probabilities_gate_check(
 @dg.asset_check(asset="curated", blocking=True, name="nothing_lost")
 def nothing_lost(context: dg.AssetCheckExecutionContext, curated: dict, curated_store: CuratedStore) -> dg.AssetCheckResult:
     """Every input row is curated or quarantined: input rows = examples + quarantined, in DuckDB too."""
-    with store.connect(curated_store.path) as con:
+    with store.connect(curated_store.path, read_only=True) as con:
         n_examples = con.execute("SELECT count(*) FROM examples WHERE dataset = ? AND run_id = ?",
                                  [curated["dataset"], curated["run_id"]]).fetchone()[0]
         n_quarantined = con.execute("SELECT count(*) FROM quarantine WHERE dataset = ? AND run_id = ?",
