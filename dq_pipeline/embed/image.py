@@ -226,21 +226,22 @@ def embed_images_cached(
     cache: EmbeddingCache | None = None,
     **kw: Any,
 ) -> np.ndarray:
-    """``embed_images`` through an ``EmbeddingCache`` (key: model name + file bytes).
+    """``embed_images`` through an ``EmbeddingCache`` (key: ``model_identity`` + file bytes).
 
     Returns
     -------
     np.ndarray, shape (N, D), float32
         Same rows as ``embed_images``; only files whose bytes are not cached reach the model.
     """
-    from dq_pipeline.embed.cache import cached_embed, file_keys
+    from dq_pipeline.embed.cache import cached_embed, file_keys, model_identity
 
     paths = list(paths)
     if cache is None:
         return embed_images(paths, model_name=model_name, **kw)
+    identity = model_identity(model_name)
     return cached_embed(
-        file_keys(model_name, paths),
+        file_keys(identity, paths),
         lambda idx: embed_images([paths[i] for i in idx], model_name=model_name, **kw),
-        model_name,
+        identity,
         cache,
     )

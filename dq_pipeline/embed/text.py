@@ -91,21 +91,22 @@ def embed_texts_cached(
     cache: EmbeddingCache | None = None,
     **kw: Any,
 ) -> np.ndarray:
-    """``embed_texts`` through an ``EmbeddingCache`` (key: model name + UTF-8 text).
+    """``embed_texts`` through an ``EmbeddingCache`` (key: ``model_identity`` + UTF-8 text).
 
     Returns
     -------
     np.ndarray, shape (N, D), float32
         Same rows as ``embed_texts``; only texts not in the cache reach the model.
     """
-    from dq_pipeline.embed.cache import cached_embed, content_key
+    from dq_pipeline.embed.cache import cached_embed, content_key, model_identity
 
     texts = [str(t) for t in texts]
-    keys = [content_key(model_name, t) for t in texts]
+    identity = model_identity(model_name)
+    keys = [content_key(identity, t) for t in texts]
     return cached_embed(
         keys,
         lambda idx: embed_texts([texts[i] for i in idx], model_name=model_name, **kw),
-        model_name,
+        identity,
         cache,
     )
 

