@@ -29,6 +29,8 @@ def _audit_many(folders: list[Path], db: str) -> int:
     for folder in folders:
         print(f"auditing {folder} ...", flush=True)
         outcome = run_audit(folder, db_path=db)
+        if outcome.reused:
+            print(f"  unchanged inputs, reused cached results of: {', '.join(outcome.reused)}", flush=True)
         if outcome.success and outcome.summary:
             rows.append(outcome.summary)
         else:

@@ -141,7 +141,9 @@ def test_unchanged_reaudit_reuses_stages_and_writes_the_same_results(
                             settings=AuditSettings(**{**settings.model_dump(), **changes}))
         assert outcome.success, outcome.reason()
         examples = _latest(db_path, "examples").sort_values("example_id").reset_index(drop=True)
-        return _cache_hits(instance, outcome.run_id), examples
+        hits = _cache_hits(instance, outcome.run_id)
+        assert outcome.reused == sorted(k for k, hit in hits.items() if hit)  # what the CLI reports
+        return hits, examples
 
     cold, cold_examples = audit()
     assert set(cold) == set(CACHED_ASSETS) | GATES and not any(cold.values())

@@ -24,9 +24,15 @@ class AuditOutcome:
     errors: list[str] = field(default_factory=list)
     summary: dict[str, Any] | None = None
     materialized: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)  # steps served from the result cache
 
     def reason(self) -> str:
         return "\n".join(self.gate_failures + self.errors) or "unknown failure"
+
+
+def _hit(metadata: dict) -> bool:
+    value = metadata.get("cache_hit")
+    return bool(getattr(value, "value", value))
 
 
 def get_instance() -> dg.DagsterInstance:
@@ -77,7 +83,11 @@ def run_audit(
         if not any(message in g for g in outcome.gate_failures):
             outcome.errors.append(f"{event.step_key}: {message}")
     outcome.success = result.success and not outcome.gate_failures
-    outcome.materialized = sorted({e.asset_key.to_user_string() for e in result.get_asset_materialization_events()})
+    materializations = [e.step_materialization_data.materialization for e in result.get_asset_materialization_events()]
+    outcome.materialized = sorted({m.asset_key.to_user_string() for m in materializations})
+    reused = [m.asset_key.to_user_string() for m in materializations if _hit(m.metadata)]
+    reused += [e.check_name for e in result.get_asset_check_evaluations() if _hit(e.metadata)]
+    outcome.reused = sorted(set(reused))
     if "curated" in outcome.materialized:
         outcome.summary = result.output_for_node("curated")
     return outcome
