@@ -55,8 +55,8 @@ def dataset_folder_sensor(context: dg.SensorEvaluationContext, datasets: Dataset
 @dg.schedule(job=audit_job, cron_schedule="0 3 * * *", default_status=dg.DefaultScheduleStatus.RUNNING)
 def daily_reaudit(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
     """Re-audits every registered dataset daily at 03:00 (edit cron_schedule to change). An unchanged
-    dataset reuses its cached embeddings, out-of-fold probabilities, detectors and gate verdicts, so its
-    re-audit costs about a second; a changed one recomputes what the change reaches."""
+    dataset reuses its cached embeddings, out-of-fold probabilities, detectors and gate verdicts (its
+    steps take about a second in all); a changed one recomputes what the change reaches."""
     keys = context.instance.get_dynamic_partitions(dataset_partitions.name)
     stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "now"
     return [dg.RunRequest(run_key=f"{key}:{stamp}", partition_key=key) for key in keys]
