@@ -75,7 +75,11 @@ class Predictions:
     P: np.ndarray
     folds: np.ndarray
     auroc: np.ndarray
-    fingerprint: str = ""
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Content key of the predictions: P, Y and the tag order."""
+        return result_cache.fingerprint(self.P, self.Y, self.classes)
 
 
 def _progress(context: dg.AssetExecutionContext, stage: str):
@@ -214,7 +218,9 @@ def oof_probabilities(
         "per_tag_auroc": dg.MetadataValue.md(markdown_table(auroc)),
         **cache_metadata(key, hit, started),
     })
-    return Predictions(features.example_ids, raw_examples.classes, Y, oof.probabilities, oof.folds, oof.auroc, key)
+    preds = Predictions(features.example_ids, raw_examples.classes, Y, oof.probabilities, oof.folds, oof.auroc)
+    context.add_output_metadata({"content_key": preds.fingerprint[:12]})
+    return preds
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import dagster as dg
 
 from dq_pipeline import expectations as gates
-from dq_pipeline import result_cache, store
+from dq_pipeline import store
 from dq_pipeline.defs.assets import Features, Predictions, RawDataset, cache_metadata, reuse
 from dq_pipeline.defs.resources import AuditSettings, CuratedStore
 
@@ -112,8 +112,7 @@ def probabilities_gate_check(
     """GE suite on out-of-fold probabilities: one per (example, tag), each in [0, 1], none missing."""
     p = oof_probabilities
     return _checked(context, settings, "probabilities_gate",
-                    [p.fingerprint or result_cache.fingerprint(p.P), raw_examples.fingerprint,
-                     raw_examples.manifest.name],
+                    [p.fingerprint, raw_examples.fingerprint, raw_examples.manifest.name],
                     lambda: probabilities_gate(raw_examples, p))
 
 
