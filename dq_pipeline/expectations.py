@@ -29,10 +29,11 @@ class GateFailure:
     unexpected_count: int
     sample: list[dict[str, Any]]
     observed: Any = None
+    message: str = ""  # what is wrong, in words (first in the description), when the gate can say it
 
     def describe(self) -> str:
         where = f" on column {self.column!r}" if self.column else ""
-        text = f"{self.expectation}{where} failed"
+        text = (f"{self.message} — " if self.message else "") + f"{self.expectation}{where} failed"
         if self.unexpected_count:
             text += f" for {self.unexpected_count} row(s)"
         if self.observed is not None:
@@ -70,7 +71,7 @@ class GateResult:
             "failures": [
                 {"expectation": f.expectation, "column": f.column, "unexpected_count": f.unexpected_count,
                  "sample": [{k: _plain(v) for k, v in s.items()} for s in f.sample],
-                 "observed": _plain(f.observed)}
+                 "observed": _plain(f.observed), "message": f.message}
                 for f in self.failures
             ],
         }
@@ -86,8 +87,18 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _validate(frames: list[tuple[str, pd.DataFrame, list[Any], list[str]]]) -> tuple[list[GateFailure], int]:
-    """Validate each (name, frame, expectations, index columns) with GE; collect failures."""
+def _few(values: list[Any], limit: int = 10) -> str:
+    """``values`` as a list literal, at most ``limit`` of them, saying how many more there are."""
+    shown = repr([_plain(v) for v in values[:limit]])
+    return shown + (f" (and {len(values) - limit} more)" if len(values) > limit else "")
+
+
+def _validate(frames: list[tuple]) -> tuple[list[GateFailure], int]:
+    """Validate each (name, frame, expectations, index columns[, messages]) with GE; collect failures.
+
+    ``messages`` (optional) maps ``"<expectation type>:<column>"`` or ``"<expectation type>"`` to the
+    words a failure of that expectation is described with.
+    """
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -97,7 +108,8 @@ def _validate(frames: list[tuple[str, pd.DataFrame, list[Any], list[str]]]) -> t
     source = context.data_sources.add_pandas("dq_pipeline")
     failures: list[GateFailure] = []
     count = 0
-    for name, frame, expectations, index_columns in frames:
+    for name, frame, expectations, index_columns, *rest in frames:
+        messages: dict[str, str] = rest[0] if rest else {}
         batch_def = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
         suite = gx.ExpectationSuite(name=name)
         for expectation in expectations:
@@ -113,19 +125,21 @@ def _validate(frames: list[tuple[str, pd.DataFrame, list[Any], list[str]]]) -> t
                 continue
             res = r.result or {}
             sample: list[dict[str, Any]] = []
-            for item in (res.get("unexpected_index_list") or [])[:SAMPLE_SIZE]:
+            for item in (res.get("unexpected_index_list") or [] if index_columns else [])[:SAMPLE_SIZE]:
                 sample.append(dict(item) if isinstance(item, dict) else {"index": item})
             if not sample and res.get("partial_unexpected_list"):
                 column = r.expectation_config.kwargs.get("column", "value")
                 sample = [{column: v} for v in res["partial_unexpected_list"][:SAMPLE_SIZE]]
             exc = (r.exception_info or {}).get("exception_message") if r.exception_info else None
+            kind, column = r.expectation_config.type, r.expectation_config.kwargs.get("column")
             failures.append(
                 GateFailure(
-                    expectation=r.expectation_config.type,
-                    column=r.expectation_config.kwargs.get("column"),
+                    expectation=kind,
+                    column=column,
                     unexpected_count=int(res.get("unexpected_count") or 0),
                     sample=sample,
                     observed=exc or res.get("observed_value"),
+                    message=messages.get(f"{kind}:{column}", messages.get(kind, "")),
                 )
             )
     return failures, count
@@ -143,8 +157,10 @@ def validate_raw_examples(
     """Gate on ingested examples (see :func:`dq_pipeline.ingest.load_examples`).
 
     Expects: the base and payload columns exist; ids non-null and unique; every tag one of
-    ``classes``; every class carried by at least one example; at least ``n_folds`` examples;
-    texts non-empty; image files present and inside the dataset folder.
+    ``classes``; every class carried by at least one example; at least one example carrying a tag;
+    at least ``n_folds`` examples; texts non-empty; image files present and inside the dataset folder;
+    (tabular) at least one feature column with a value. Failures say what is wrong in words first
+    (e.g. "3 examples, but 5-fold cross-validation needs at least 5").
     """
     import great_expectations as gx
 
@@ -152,16 +168,29 @@ def validate_raw_examples(
     index = ["example_id", "row_number"]
     payload = {"text": ["text"], "image": ["image", "image_path"]}.get(modality, [])
     base = examples.copy()
+    n = len(base)
     exps: list[Any] = [E.ExpectColumnToExist(column=c) for c in ["example_id", "row_number", "tags", *payload]]
     exps += [
         E.ExpectColumnValuesToNotBeNull(column="example_id"),
         E.ExpectColumnValuesToBeUnique(column="example_id"),
         E.ExpectTableRowCountToBeBetween(min_value=n_folds),
     ]
+    messages = {
+        "expect_table_row_count_to_be_between":
+            f"{n} example{'s' if n != 1 else ''}, but {n_folds}-fold cross-validation needs at least {n_folds}",
+        "expect_column_values_to_not_be_null:example_id": "examples without an id",
+    }
+    if "example_id" in base:
+        ids = base["example_id"]
+        repeated = ids[ids.duplicated(keep=False) & ids.notna()].drop_duplicates().tolist()
+        messages["expect_column_values_to_be_unique:example_id"] = (
+            f"example id(s) {_few(repeated)} appear more than once; ids must be unique")
     if modality == "text" and "text" in base:
         base["text_stripped"] = base["text"].astype(str).str.strip()
         exps.append(E.ExpectColumnValueLengthsToBeBetween(column="text_stripped", min_value=1))
+        messages["expect_column_value_lengths_to_be_between:text_stripped"] = "empty texts"
     if modality == "image" and "image_path" in base:
+        index = [*index, "image"]  # name the path as written
         folder = os.path.realpath(dataset_folder or ".")
         real = [os.path.realpath(p) if p else "" for p in base["image_path"]]
         base["image_inside_dataset_folder"] = [
@@ -172,16 +201,43 @@ def validate_raw_examples(
             E.ExpectColumnValuesToBeInSet(column="image_inside_dataset_folder", value_set=[True]),
             E.ExpectColumnValuesToBeInSet(column="image_file_present", value_set=[True]),
         ]
+        outside = base.loc[~base["image_inside_dataset_folder"], "image"].tolist()
+        messages["expect_column_values_to_be_in_set:image_inside_dataset_folder"] = (
+            f"image path(s) {_few(outside)} lead outside the dataset folder {folder} (a '..', an absolute "
+            "path or a link out of it); images must lie inside the dataset folder")
+        absent = base.loc[~base["image_file_present"], "image"].tolist()
+        messages["expect_column_values_to_be_in_set:image_file_present"] = f"image file(s) {_few(absent)} not found"
     tags = examples[["example_id", "row_number", "tags"]].explode("tags").dropna(subset=["tags"])
     tags = tags.rename(columns={"tags": "tag"}).reset_index(drop=True)
-    counts = pd.DataFrame({"tag": classes})
+    counts = pd.DataFrame({"tag": list(classes)})
     counts["n_examples_with_tag"] = counts["tag"].map(tags["tag"].value_counts()).fillna(0).astype(int)
+    unknown = sorted(set(tags["tag"]) - set(classes))
+    unused = counts.loc[counts["n_examples_with_tag"] == 0, "tag"].tolist()
+    n_tagged = int(sum(bool(len(t)) for t in examples["tags"])) if "tags" in examples else 0
+    presence = pd.DataFrame({"n_examples_with_any_tag": [n_tagged]})
     frames = [
-        ("raw_examples", base, exps, index),
-        ("raw_tags", tags, [E.ExpectColumnValuesToBeInSet(column="tag", value_set=list(classes))], index),
+        ("raw_examples", base, exps, index, messages),
+        ("raw_tags", tags, [E.ExpectColumnValuesToBeInSet(column="tag", value_set=list(classes))], index,
+         {"expect_column_values_to_be_in_set": f"tag(s) {_few(unknown)} are not among the classes "
+                                               f"{_few(list(classes))}"}),
         ("class_counts", counts,
-         [E.ExpectColumnValuesToBeBetween(column="n_examples_with_tag", min_value=1)], ["tag"]),
+         [E.ExpectColumnValuesToBeBetween(column="n_examples_with_tag", min_value=1)], ["tag"],
+         {"expect_column_values_to_be_between": f"class(es) {_few(unused)} are carried by no example"}),
+        ("tag_presence", presence,
+         [E.ExpectColumnValuesToBeBetween(column="n_examples_with_any_tag", min_value=1)], [],
+         {"expect_column_values_to_be_between":
+              (f"no example carries any tag: the labels cell of all {n} examples is empty, so there is "
+               "nothing to learn or audit") if n else "no example carries any tag: there are no examples"}),
     ]
+    if modality == "tabular" and n:
+        feature_columns = [c for c in base.columns if c not in ("example_id", "row_number", "tags")]
+        usable = [c for c in feature_columns if base[c].notna().any()]
+        frames.append((
+            "feature_columns", pd.DataFrame({"n_usable_feature_columns": [len(usable)]}),
+            [E.ExpectColumnValuesToBeBetween(column="n_usable_feature_columns", min_value=1)], [],
+            {"expect_column_values_to_be_between":
+                 f"no usable feature column: every one of {_few(feature_columns)} is empty"},
+        ))
     failures, n = _validate(frames)
     return GateResult("raw_examples", not failures, failures, n, context=source)
 
