@@ -1,17 +1,29 @@
-"""The curated DuckDB store: schema, one-transaction audit writes, ``latest_*`` views, reads.
+"""The curated DuckDB store: versioned schema, one-transaction audit writes, ``latest_*`` views, reads.
 
-Default file ``data/curated.duckdb`` (override with ``DQ_DUCKDB_PATH``). Every table carries
+Default file ``data/curated.duckdb`` (override with ``DQ_DUCKDB_PATH``). Every audit table carries
 ``dataset`` and ``run_id``; ``latest_<table>`` views show the latest successful audit per dataset.
-An audit's rows are written in one transaction, so a failure leaves the previous audit intact.
+An audit's rows are written in one transaction that also checks *input rows = examples + quarantined*
+before it commits, so a failed or incomplete write leaves the previous audit the latest.
+
+Schema versions: table ``schema_version`` holds one row per applied migration; :data:`MIGRATIONS` is
+the ordered list, each applied once, in its own transaction, when a read-write connection finds the
+file behind. Version 1 is the baseline (the tables of the hash-versioned store; files written before
+versions existed are brought to it, missing columns added); later versions only add (columns, tables).
+
+Errors opening the file (a folder, not a DuckDB file, damaged, read-only, locked by another process)
+raise :class:`StoreError` naming the path, the cause and what to do.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +31,18 @@ import pandas as pd
 
 DEFAULT_DB_PATH = "data/curated.duckdb"
 
-TABLES: dict[str, str] = {
+
+class StoreError(RuntimeError):
+    """The DuckDB file cannot be used, or an audit write was refused; the message says why and what to do."""
+
+
+class NothingLostError(StoreError):
+    """An audit's input rows != its examples + quarantined rows; it was rolled back, not written."""
+
+
+#: Schema version 1 (the baseline): the audit tables exactly as the hash-versioned store created them.
+#: Never edit these: change the schema by appending a :class:`Migration` to :data:`MIGRATIONS`.
+BASELINE_TABLES: dict[str, str] = {
     "audit_runs": """
         run_id VARCHAR NOT NULL, dataset VARCHAR NOT NULL, started_at TIMESTAMP, finished_at TIMESTAMP,
         status VARCHAR, modality VARCHAR, source VARCHAR, n_input_rows BIGINT, n_examples BIGINT,
@@ -55,6 +78,10 @@ TABLES: dict[str, str] = {
         excluded BOOLEAN, reason VARCHAR""",
 }
 
+#: The audit tables (each keyed by dataset + run_id); every one but ``audit_runs`` has a
+#: ``latest_<table>`` view joined on the latest successful audit run.
+TABLES: tuple[str, ...] = tuple(BASELINE_TABLES)
+
 COMMENTS = {
     ("class_summary", "missing_rate"): "n_missing / (examples not carrying the tag); NULL if none",
     ("class_summary", "incorrect_rate"): "n_incorrect / n_given (examples carrying the tag); NULL if none",
@@ -66,42 +93,52 @@ COMMENTS = {
 }
 
 
-def default_db_path() -> str:
-    """``$DQ_DUCKDB_PATH`` or ``data/curated.duckdb``."""
-    return os.environ.get("DQ_DUCKDB_PATH", DEFAULT_DB_PATH)
+def _columns(ddl: str) -> list[tuple[str, str]]:
+    """``"a VARCHAR NOT NULL, b DOUBLE"`` -> ``[("a", "VARCHAR"), ("b", "DOUBLE")]`` (no commas in types)."""
+    out = []
+    for part in ddl.split(","):
+        name, typ = part.split(None, 1)
+        out.append((name, re.sub(r"\s+NOT\s+NULL\s*$", "", typ.strip(), flags=re.I)))
+    return out
 
 
-@contextmanager
-def connect(db_path: str | Path, read_only: bool = False, timeout_s: float = 60.0) -> Iterator[Any]:
-    """Open the DuckDB file (creating schema and views), retrying while another process holds the lock."""
-    import duckdb
-
-    path = Path(db_path)
-    if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            con = duckdb.connect(str(path), read_only=read_only)
-            break
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-    try:
-        if not read_only:
-            ensure_schema(con)
-        yield con
-    finally:
-        con.close()
+def _literal(text: str) -> str:
+    """A SQL string literal for a *code constant* (DDL such as COMMENT ON takes no parameters)."""
+    return "'" + text.replace("'", "''") + "'"
 
 
-def _schema_version() -> str:
-    import hashlib
+def _comment(table: str, column: str, text: str) -> str:
+    return f"COMMENT ON COLUMN {table}.{column} IS {_literal(text)}"
 
-    text = json.dumps([TABLES, sorted(COMMENTS.items()), _LATEST_RUNS_SQL, _LATEST_TABLE_SQL])
-    return "dq_pipeline schema " + hashlib.sha256(text.encode()).hexdigest()[:16]
 
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: ``statements`` run in one transaction, then ``version`` is recorded."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+def _baseline() -> tuple[str, ...]:
+    statements = [f"CREATE TABLE IF NOT EXISTS {name} ({ddl})" for name, ddl in BASELINE_TABLES.items()]
+    for name, ddl in BASELINE_TABLES.items():  # a file from before versions may lack later columns
+        statements += [f"ALTER TABLE {name} ADD COLUMN IF NOT EXISTS {col} {typ}" for col, typ in _columns(ddl)]
+    statements += [_comment(t, c, text) for (t, c), text in COMMENTS.items()]
+    statements.append(f"COMMENT ON TABLE audit_runs IS {_literal('one row per audit; schema version: table schema_version')}")
+    return tuple(statements)
+
+
+#: Ordered schema migrations; append only (never edit or reorder an applied one).
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "baseline: audit tables, column comments, latest_* views", _baseline()),
+    Migration(2, "audit_runs.source_sha256: sha256 of the source file the audit read", (
+        "ALTER TABLE audit_runs ADD COLUMN IF NOT EXISTS source_sha256 VARCHAR",
+        _comment("audit_runs", "source_sha256",
+                 "sha256 (hex) of the source file bytes the audit read; export refuses when the file differs"),
+    )),
+)
+SCHEMA_VERSION = MIGRATIONS[-1].version
 
 _LATEST_RUNS_SQL = """CREATE OR REPLACE VIEW latest_audit_runs AS
            SELECT * FROM audit_runs WHERE status = 'success'
@@ -110,39 +147,286 @@ _LATEST_TABLE_SQL = """CREATE OR REPLACE VIEW latest_{name} AS
                     SELECT t.* FROM {name} t JOIN latest_audit_runs r USING (dataset, run_id)"""
 
 
-def ensure_schema(con: Any) -> None:
-    """Create the tables, column comments and ``latest_*`` views if absent (idempotent).
+def default_db_path() -> str:
+    """``$DQ_DUCKDB_PATH`` or ``data/curated.duckdb``."""
+    return os.environ.get("DQ_DUCKDB_PATH", DEFAULT_DB_PATH)
 
-    The schema's version is kept as the comment of ``audit_runs``; a file already at this version is
-    left untouched (no catalog writes on every connection).
+
+# --------------------------------------------------------------------------------------- opening
+
+_LOCK_RE = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    return "Could not set lock" in str(exc) or "Conflicting lock" in str(exc)
+
+
+def _process(pid: str, exe: str) -> str:
+    """What a lock holder runs: its command line when readable (Linux /proc), else its executable."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        cmd = " ".join(a.decode(errors="replace") for a in raw.split(b"\0") if a)
+    except OSError:
+        cmd = ""
+    cmd = cmd or exe or "unknown program"
+    return cmd if len(cmd) <= 160 else cmd[:157] + "..."
+
+
+def _explain(path: Path, exc: BaseException, read_only: bool) -> StoreError:
+    """Turn DuckDB's / the OS's error about ``path`` into a StoreError saying what to do."""
+    msg = str(exc)
+    lock = _LOCK_RE.search(msg)
+    if lock:
+        return StoreError(
+            f"{path} is locked by process {lock['pid']} ({_process(lock['pid'], lock['exe'])}): DuckDB "
+            "allows one writer, or readers only. Close that connection (or stop that process) and retry, "
+            "or pass --db (or set DQ_DUCKDB_PATH) to use another file")
+    if _is_lock_error(exc):
+        return StoreError(f"{path} is locked by another process ({msg}); close it or pass --db")
+    if "different configuration" in msg:
+        return StoreError(
+            f"{path} is already open in this process in {'read-write' if read_only else 'read-only'} mode; "
+            "close that connection first")
+    if "Is a directory" in msg or path.is_dir():
+        return StoreError(f"{path} is a directory, not a DuckDB file; pass a file path such as "
+                          f"{path / 'curated.duckdb'}")
+    if "not a valid DuckDB database file" in msg:
+        return StoreError(f"{path} exists but is not a DuckDB database file; move it away or pass --db "
+                          "with another path")
+    if "Could not read enough bytes" in msg or "Corrupt database file" in msg or "checksum" in msg.lower():
+        return StoreError(f"{path} is damaged (truncated or corrupt: {msg}); restore it from a backup, or "
+                          "move it away so that the next audit starts a new file")
+    if "database does not exist" in msg or (read_only and not path.exists()):
+        return StoreError(f"no DuckDB file at {path}: run `dq-pipeline audit` first, or pass --db (or set "
+                          "DQ_DUCKDB_PATH) to the file the audits wrote")
+    if "Read-only file system" in msg:
+        return StoreError(f"{path} is on a read-only file system; pass --db with a writable path")
+    if "Permission denied" in msg:
+        return StoreError(f"{path}: permission denied ({msg}); DuckDB needs read-write access to the file "
+                          "and to its folder (for the .wal file beside it)")
+    if "No such file or directory" in msg:
+        return StoreError(f"{path}: folder {path.parent} does not exist")
+    if "No space left on device" in msg:
+        return StoreError(f"{path}: no space left on device ({msg})")
+    return StoreError(f"{path}: cannot open the DuckDB file: {msg}")
+
+
+def _path(db_path: str | Path) -> Path:
+    text = str(db_path)
+    if not text.strip() or text.startswith(":memory:"):
+        raise StoreError(f"{text!r} is not a file path (DuckDB would keep the audit in memory only); pass "
+                         "--db FILE or set DQ_DUCKDB_PATH")
+    return Path(db_path)
+
+
+def _open(path: Path, read_only: bool, timeout_s: float) -> Any:
+    """``duckdb.connect`` retrying while another process holds the lock; StoreError when it cannot."""
+    import duckdb
+
+    if read_only and not path.exists():
+        raise _explain(path, FileNotFoundError(str(path)), read_only)
+    if not read_only:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the folder of {path}: {exc.strerror or exc} "
+                             f"({exc.filename or path.parent})") from exc
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as exc:
+            if _is_lock_error(exc) and time.monotonic() < deadline:
+                time.sleep(0.25)
+                continue
+            if read_only and "different configuration" in str(exc):
+                # this process holds a read-write connection: share it (DuckDB allows one config per file)
+                return _open(path, False, timeout_s)
+            raise _explain(path, exc, read_only) from exc
+
+
+def _close(con: Any, exc: BaseException | None) -> None:
+    """Close ``con``; while ``exc`` propagates, a failing close only adds a note to it (never hides it)."""
+    try:
+        con.close()
+    except Exception as close_exc:
+        if exc is None:
+            raise
+        exc.add_note(f"(closing the DuckDB connection then failed too: {close_exc})")
+
+
+@contextmanager
+def connect(db_path: str | Path, read_only: bool = False, timeout_s: float = 60.0) -> Iterator[Any]:
+    """Open the DuckDB file, retrying up to ``timeout_s`` while another process holds its lock.
+
+    Read-write: creates the file (and its folders) if needed and applies pending :data:`MIGRATIONS`.
+    Read-only: the file must exist; one behind the code's schema version is migrated first through a
+    short read-write connection when the file is writable. Raises :class:`StoreError` (naming the
+    path, the cause — e.g. the process holding the lock — and what to do) when the file cannot be used.
     """
-    version = _schema_version()
-    found = con.execute("SELECT comment FROM duckdb_tables() WHERE schema_name = 'main' "
-                        "AND table_name = 'audit_runs'").fetchall()
-    if found and found[0][0] == version:
+    import duckdb
+
+    path = _path(db_path)
+    if read_only:
+        con = _open(path, True, timeout_s)
+        try:
+            behind = _version(con) < SCHEMA_VERSION
+        except duckdb.Error as exc:
+            _close(con, exc)
+            raise _explain(path, exc, True) from exc
+        if behind and os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
+            con.close()
+            try:  # migrate through a short read-write connection; if it cannot, read the file as it is
+                with connect(path, read_only=False, timeout_s=min(timeout_s, 2.0)):
+                    pass
+            except StoreError:
+                pass
+            con = _open(path, True, timeout_s)
+    else:
+        con = _open(path, False, timeout_s)
+        try:
+            ensure_schema(con)
+        except BaseException as exc:
+            _close(con, exc)
+            if isinstance(exc, duckdb.Error):
+                raise _explain(path, exc, False) from exc
+            raise
+    try:
+        yield con
+    except BaseException as exc:
+        _close(con, exc)
+        raise
+    _close(con, None)
+
+
+def check_writable(db_path: str | Path, timeout_s: float = 10.0) -> None:
+    """Raise :class:`StoreError` unless an audit can be written to ``db_path`` — call it before computing.
+
+    Refused: an empty or in-memory path; a directory, device or dangling link; a path whose nearest
+    existing folder is a file or not writable; a read-only file, or a file in a read-only folder (DuckDB
+    writes ``<file>.wal`` beside it); a file that is not DuckDB or is damaged; a file locked by another
+    process for longer than ``timeout_s`` (the message names its PID and command line). An existing
+    file is opened read-write once (bringing its schema up to date); a missing one is not created.
+    """
+    path = _path(db_path)
+    if path.is_symlink() and not path.exists():
+        raise StoreError(f"{path} is a dangling symbolic link (to {os.readlink(path)}); fix or remove it")
+    if path.is_dir():
+        raise _explain(path, IsADirectoryError(str(path)), False)
+    if path.exists():
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise StoreError(f"{path} is not a regular file (a device, pipe or socket); pass --db with a "
+                             "file path")
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise StoreError(f"{path} is read-only ({_why_read_only(path)}); make it writable or pass --db "
+                             "with another file")
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise StoreError(f"{path} is in a read-only folder {path.parent} ({_why_read_only(path.parent)}); "
+                             f"DuckDB needs to create {path.name}.wal beside it: make the folder writable or "
+                             "pass --db with another file")
+        with connect(path, timeout_s=timeout_s) as con:
+            try:
+                con.execute("SELECT count(run_id), max(finished_at) FROM audit_runs").fetchall()
+            except Exception as exc:
+                raise _explain(path, exc, False) from exc
         return
-    for name, columns in TABLES.items():
-        con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
-    for (table, column), text in COMMENTS.items():
-        con.execute(f"COMMENT ON COLUMN {table}.{column} IS '{text}'")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise StoreError(f"cannot create {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise StoreError(f"cannot create {path}: folder {ancestor} is read-only ({_why_read_only(ancestor)}); "
+                         "pass --db with a writable path")
+
+
+def _why_read_only(path: Path) -> str:
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return "read-only file system"
+        st = path.stat()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return f"mode {stat.filemode(st.st_mode)}, owner uid {st.st_uid}, this process runs as uid {os.geteuid()}"
+
+
+# --------------------------------------------------------------------------------------- schema
+
+def _version(con: Any) -> int:
+    """The file's schema version: max of ``schema_version``; 0 for a new file or one from before versions."""
+    found = {r[0] for r in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ?",
+        ["schema_version"]).fetchall()}
+    if not found:
+        return 0
+    return int(con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0])
+
+
+def ensure_schema(con: Any) -> None:
+    """Apply the pending :data:`MIGRATIONS` (each once, in its own transaction, with the views).
+
+    A file at the current version is left untouched (one catalog query, no writes). A file from a newer
+    code version is left as it is (later versions only add columns and tables).
+    """
+    if _version(con) >= SCHEMA_VERSION:
+        return
+    for migration in MIGRATIONS:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, "
+                        "description VARCHAR, applied_at TIMESTAMP)")
+            if _version(con) >= migration.version:  # applied meanwhile, or earlier
+                con.execute("COMMIT")
+                continue
+            for statement in migration.statements:
+                con.execute(statement)
+            _create_views(con)
+            con.execute("INSERT INTO schema_version VALUES (?, ?, current_timestamp::TIMESTAMP)",
+                        [migration.version, migration.description])
+            con.execute("COMMIT")
+        except BaseException as exc:
+            _rollback(con, exc)
+            raise
+
+
+def _create_views(con: Any) -> None:
     con.execute(_LATEST_RUNS_SQL)
     for name in TABLES:
         if name != "audit_runs":
             con.execute(_LATEST_TABLE_SQL.format(name=name))
-    con.execute(f"COMMENT ON TABLE audit_runs IS '{version}'")
 
+
+def _rollback(con: Any, exc: BaseException) -> None:
+    """ROLLBACK after ``exc``; if DuckDB already ended the transaction (a failed COMMIT does), only note it."""
+    try:
+        con.execute("ROLLBACK")
+    except Exception as rollback_exc:
+        exc.add_note(f"(ROLLBACK then failed too: {rollback_exc}; DuckDB had already ended the transaction, "
+                     "nothing of it was written)")
+
+
+# --------------------------------------------------------------------------------------- writes
 
 def write_audit(db_path: str | Path, run: dict[str, Any], tables: dict[str, pd.DataFrame]) -> None:
     """Write one audit atomically.
 
-    ``run`` is the ``audit_runs`` row (must hold run_id and dataset; ``config`` may be a dict);
-    ``tables`` maps table name -> frame (without ``dataset``/``run_id``, which are added). Rows of a
-    previous write with the same (dataset, run_id) are replaced, so a retried write never duplicates.
+    ``run`` is the ``audit_runs`` row (must hold run_id, dataset and n_input_rows; ``config`` may be a
+    dict); ``tables`` maps table name -> frame (without ``dataset``/``run_id``, which are added). Rows of
+    a previous write with the same (dataset, run_id) are replaced, so a retried write never duplicates.
+    Before COMMIT the transaction checks n_input_rows == examples + quarantine rows written for this run
+    and raises :class:`NothingLostError` (rolled back) otherwise. Any failure leaves the previous audit
+    the latest; DuckDB and OS errors are raised as :class:`StoreError` carrying the original message.
     """
+    import duckdb
+
     unknown = set(tables) - set(TABLES)
     if unknown:
         raise ValueError(f"unknown table(s) {sorted(unknown)}")
-    dataset, run_id = run["dataset"], run["run_id"]
+    if run.get("n_input_rows") is None:
+        raise ValueError("run['n_input_rows'] is required: the write checks input rows = examples + "
+                         "quarantined before it commits")
+    dataset, run_id, n_input = run["dataset"], run["run_id"], int(run["n_input_rows"])
     run_row = dict(run)
     run_row["config"] = json.dumps(run_row.get("config") or {}, default=str)
     with connect(db_path) as con:
@@ -158,9 +442,21 @@ def write_audit(db_path: str | Path, run: dict[str, Any], tables: dict[str, pd.D
                 frame.insert(0, "run_id", run_id)
                 frame.insert(0, "dataset", dataset)
                 _insert(con, name, frame)
+            n_examples, n_quarantined = (
+                con.execute(f"SELECT count(*) FROM {name} WHERE dataset = ? AND run_id = ?",
+                            [dataset, run_id]).fetchone()[0]
+                for name in ("examples", "quarantine"))
+            if n_input != n_examples + n_quarantined:
+                raise NothingLostError(
+                    f"audit {run_id!r} of {dataset!r} not written to {db_path}: {n_input} input rows != "
+                    f"{n_examples} examples + {n_quarantined} quarantined ({n_input - n_examples - n_quarantined:+d} "
+                    "rows unaccounted for); the previous audit stays the latest")
             con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
+        except BaseException as exc:
+            _rollback(con, exc)
+            if isinstance(exc, (duckdb.Error, OSError)) and not isinstance(exc, StoreError):
+                raise StoreError(f"audit {run_id!r} of {dataset!r} was not written to {db_path} (the previous "
+                                 f"audit stays the latest): {exc}") from exc
             raise
 
 
@@ -170,21 +466,39 @@ def _insert(con: Any, table: str, frame: pd.DataFrame) -> None:
     con.register("_dq_frame", frame)
     try:
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _dq_frame")
-    finally:
-        con.unregister("_dq_frame")
+    except BaseException as exc:  # unregistering in an aborted transaction fails too: never hide exc
+        try:
+            con.unregister("_dq_frame")
+        except Exception as unregister_exc:
+            exc.add_note(f"(unregistering the frame then failed too: {unregister_exc})")
+        raise
+    con.unregister("_dq_frame")
 
+
+# --------------------------------------------------------------------------------------- reads
 
 def read_latest(db_path: str | Path, table: str, dataset: str | None = None) -> pd.DataFrame:
-    """Rows of ``latest_<table>`` (optionally for one dataset) as a DataFrame."""
+    """Rows of ``latest_<table>`` (optionally for one dataset) as a DataFrame.
+
+    Opens the file read-only; a missing file raises :class:`StoreError` (it is never created here).
+    """
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; tables: {sorted(TABLES)}")
-    with connect(db_path) as con:
+    with connect(db_path, read_only=True) as con:
         sql = f"SELECT * FROM latest_{table}"
         params: list[Any] = []
         if dataset is not None:
             sql += " WHERE dataset = ?"
             params.append(dataset)
-        frame = con.execute(sql, params).df()
+        try:
+            frame = con.execute(sql, params).df()
+        except Exception as exc:
+            import duckdb
+
+            if isinstance(exc, duckdb.CatalogException):
+                raise StoreError(f"{db_path} has no view latest_{table} (not written by dq_pipeline, or by a "
+                                 "version too old to migrate read-only): run an audit to update it") from exc
+            raise
     for column in frame.columns:  # VARCHAR[] arrives as numpy arrays: hand out plain lists
         if frame[column].dtype == object and frame[column].map(lambda v: hasattr(v, "tolist")).any():
             frame[column] = frame[column].map(lambda v: v.tolist() if hasattr(v, "tolist") else v)

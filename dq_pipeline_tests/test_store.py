@@ -10,7 +10,7 @@ from dq_pipeline import store
 def _run(run_id: str, minutes: int, n: int = 2) -> dict:
     t = datetime(2026, 1, 1) + timedelta(minutes=minutes)
     return {"run_id": run_id, "dataset": "ds", "started_at": t, "finished_at": t, "status": "success",
-            "n_examples": n, "n_quarantined": 0, "config": {"n_folds": 5}}
+            "n_input_rows": n, "n_examples": n, "n_quarantined": 0, "config": {"n_folds": 5}}
 
 
 def _tables(labels: list[list[str]]) -> dict[str, pd.DataFrame]:
@@ -54,14 +54,17 @@ def test_unknown_table_rejected(db_path):
         store.write_audit(db_path, _run("r1", 0), {"nope": pd.DataFrame()})
 
 
-def test_schema_is_rebuilt_only_when_its_version_differs(db_path):
+def test_schema_migrations_run_once_and_a_current_file_is_left_alone(db_path):
     store.write_audit(db_path, _run("r1", 0), _tables([["a"], []]))
-    with duckdb.connect(db_path) as con:  # a file from an older version: another comment, a view missing
-        con.execute("DROP VIEW latest_curated_labels")
-        con.execute("COMMENT ON TABLE audit_runs IS 'dq_pipeline schema old'")
-    assert store.read_latest(db_path, "curated_labels", "ds")["labels"].tolist() == [["a"], []]
+    versions = [(m.version,) for m in store.MIGRATIONS]
     with duckdb.connect(db_path) as con:  # current version: connecting leaves the file alone
+        assert con.execute("SELECT version FROM schema_version ORDER BY 1").fetchall() == versions
         con.execute("DROP VIEW latest_curated_labels")
     with store.connect(db_path) as con:
         views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     assert "latest_curated_labels" not in views and "latest_examples" in views
+    with duckdb.connect(db_path) as con:  # one version behind: only the missing step runs, views rebuilt
+        con.execute("DELETE FROM schema_version WHERE version = ?", [store.SCHEMA_VERSION])
+    assert store.read_latest(db_path, "curated_labels", "ds")["labels"].tolist() == [["a"], []]
+    with duckdb.connect(db_path, read_only=True) as con:
+        assert con.execute("SELECT version FROM schema_version ORDER BY 1").fetchall() == versions
