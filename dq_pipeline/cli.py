@@ -44,10 +44,29 @@ def _audit_many(folders: list[Path], db: str) -> int:
     return 1 if failed else 0
 
 
+def _manifest_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be audited (its manifest, or the source against it), or None."""
+    from dq_pipeline.ingest import check_source
+    from dq_pipeline.manifest import ManifestError, load_manifest
+
+    try:
+        check_source(load_manifest(folder))
+    except ManifestError as exc:
+        return str(exc)
+    return None
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     folder = Path(args.path)
+    if not folder.is_dir():
+        print(f"error: dataset folder {folder} does not exist (PATH must be a dataset folder)", file=sys.stderr)
+        return 2
     if not (folder / "dataset.yaml").is_file():
         print(f"error: {folder}/dataset.yaml not found (PATH must be a dataset folder)", file=sys.stderr)
+        return 2
+    problem = _manifest_problem(folder)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     return _audit_many([folder], args.db)
 
@@ -59,7 +78,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not folders:
         print(f"error: no dataset folders (with dataset.yaml) under {args.data_dir}", file=sys.stderr)
         return 2
-    return _audit_many(folders, args.db)
+    problems = {f: _manifest_problem(f) for f in folders}
+    for folder, problem in problems.items():
+        if problem:
+            print(f"error: skipping {folder.name}: {problem}", file=sys.stderr)
+    good = [f for f in folders if not problems[f]]
+    code = _audit_many(good, args.db) if good else 0
+    return 2 if len(good) < len(folders) else code
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -119,7 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("DAGSTER_TELEMETRY_DISABLED", "1")
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    from dq_pipeline.manifest import ManifestError
+
+    try:
+        return args.func(args)
+    except ManifestError as exc:  # a usage error: the message names the file and what to fix
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
