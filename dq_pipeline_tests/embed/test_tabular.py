@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from dq_pipeline.embed.tabular import build_tabular_transformer, featurize_tabular
+from dq_pipeline_tests.conftest import DATA
 
-FLAGS = Path("/work/shared/data/mulan_flags/flags.csv")
+FLAGS = DATA / "mulan_flags" / "flags.csv"
 
 
 @pytest.fixture()

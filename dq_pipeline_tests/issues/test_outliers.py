@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from dq_pipeline.issues.outliers import find_outliers, knn_mean_distance
-
-DATA = Path("/work/shared/data")
+from dq_pipeline_tests.conftest import DATA
 
 
 def _cloud_with_planted(n: int = 200, d: int = 8, seed: int = 0) -> tuple[np.ndarray, list[int]]:
