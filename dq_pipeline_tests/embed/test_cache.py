@@ -16,9 +16,9 @@ from dq_pipeline.embed.cache import EmbeddingCache, cached_embed, content_key, m
 from dq_pipeline.embed.image import embed_images, embed_images_cached
 from dq_pipeline.embed.text import embed_texts, embed_texts_cached
 
-from dq_pipeline_tests.conftest import SHARED_DATA
+from dq_pipeline_tests.conftest import DATA
 
-IMAGES = SHARED_DATA / "miml_natural_scenes" / "images"
+IMAGES = DATA / "miml_scenes" / "images"  # bundled MIML photos
 
 
 class CountingCompute:
@@ -100,7 +100,7 @@ def test_cached_texts_match_uncached(tmp_path: Path) -> None:
 
 def test_cached_images_follow_file_bytes(tmp_path: Path) -> None:
     shutil.copy(IMAGES / "37.jpg", tmp_path / "a.jpg")
-    shutil.copy(IMAGES / "801.jpg", tmp_path / "b.jpg")
+    shutil.copy(IMAGES / "1185.jpg", tmp_path / "b.jpg")
     paths = [tmp_path / "a.jpg", tmp_path / "b.jpg"]
     cache = EmbeddingCache(tmp_path / "cache")
     cold = embed_images_cached(paths, cache=cache)

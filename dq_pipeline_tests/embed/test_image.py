@@ -1,4 +1,5 @@
-"""Image checks and embeddings on real MIML photos (EfficientNet-Lite0) and a tiny local CLIP."""
+"""Image checks and embeddings on real MIML photos (bundled data/miml_scenes; EfficientNet-Lite0) and a
+tiny local CLIP."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import numpy as np
 import pytest
 
 from dq_pipeline.embed.image import DEFAULT_IMAGE_MODEL, check_image, embed_images
+from dq_pipeline_tests.conftest import DATA
 
-IMAGES = Path("/work/shared/data/miml_natural_scenes/images")
+IMAGES = DATA / "miml_scenes" / "images"
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -22,8 +24,8 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_efficientnet_features_are_1280d_and_find_the_near_duplicate() -> None:
-    # 37/41: the same desert photo re-encoded; 801: a sea photo; 1: another desert photo
-    paths = [IMAGES / "37.jpg", IMAGES / "41.jpg", IMAGES / "801.jpg", IMAGES / "1.jpg"]
+    # 37/41: the same desert photo re-encoded; 1185: a sea photo; 1: another desert photo
+    paths = [IMAGES / "37.jpg", IMAGES / "41.jpg", IMAGES / "1185.jpg", IMAGES / "1.jpg"]
     calls: list[tuple[int, int]] = []
     features = embed_images(paths, batch_size=3, progress=lambda d, t: calls.append((d, t)))
     assert features.shape == (4, 1280)
@@ -38,7 +40,7 @@ def test_efficientnet_features_are_1280d_and_find_the_near_duplicate() -> None:
 
 
 def test_batching_does_not_change_features() -> None:
-    paths = [IMAGES / f"{i}.jpg" for i in (2, 900, 1500)]
+    paths = [IMAGES / f"{i}.jpg" for i in (2, 805, 1600)]  # desert 640x416, sea 80x135, sea|sunset 128x87
     together = embed_images(paths, batch_size=3)
     alone = np.concatenate([embed_images([p]) for p in paths])
     np.testing.assert_allclose(together, alone, rtol=1e-4, atol=1e-4)
@@ -65,7 +67,7 @@ def bad_files(tmp_path: Path) -> dict[str, Path]:
 
 def test_check_image_accepts_real_photos() -> None:
     assert check_image(IMAGES / "37.jpg") is None
-    assert check_image(str(IMAGES / "1029.jpg")) is None
+    assert check_image(str(IMAGES / "922.jpg")) is None
 
 
 def test_check_image_names_each_failure(bad_files: dict[str, Path]) -> None:
@@ -133,7 +135,7 @@ def _tiny_clip(tmp_path: Path) -> Path:
 
 def test_sentence_transformers_image_model_by_local_path(tmp_path: Path) -> None:
     model_dir = _tiny_clip(tmp_path)
-    paths = [IMAGES / "37.jpg", IMAGES / "41.jpg", IMAGES / "801.jpg"]
+    paths = [IMAGES / "37.jpg", IMAGES / "41.jpg", IMAGES / "1185.jpg"]
     features = embed_images(paths, model_name=str(model_dir), batch_size=2)
     assert features.shape == (3, 8)
     assert features.dtype == np.float32
@@ -150,7 +152,7 @@ def test_features_are_the_pooled_input_of_the_classifier() -> None:
     model = load_efficientnet_lite()
     assert model is load_efficientnet_lite(DEFAULT_IMAGE_MODEL)
     assert not model.training
-    paths = [IMAGES / "801.jpg", IMAGES / "1.jpg"]
+    paths = [IMAGES / "1185.jpg", IMAGES / "1.jpg"]
     features = embed_images(paths)
     with torch.inference_mode():
         logits = model(preprocess_batch(paths)).numpy()

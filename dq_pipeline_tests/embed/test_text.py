@@ -1,4 +1,4 @@
-"""Text embeddings with the packaged all-MiniLM-L6-v2 on real GoEmotions comments."""
+"""Text embeddings with the packaged all-MiniLM-L6-v2 on real GoEmotions comments (bundled sample)."""
 
 from __future__ import annotations
 
@@ -6,22 +6,21 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from dq_pipeline.embed import text as text_mod
 from dq_pipeline.embed.text import DEFAULT_TEXT_MODEL, embed_texts, load_text_model
+from dq_pipeline_tests.conftest import DATA
 
-GOEMOTIONS = Path("/work/shared/data/goemotions/goemotions.csv")
+GOEMOTIONS = DATA / "goemotions_sample" / "comments.csv"
 
 
 @pytest.fixture(scope="module")
 def comments() -> dict[str, str]:
     frame = pd.read_csv(GOEMOTIONS, keep_default_na=False)
-    wanted = ["eeqd04y", "ef462jc", "edk0z9k", "edkh6qo", "eejcgvu", "edk90ck"]
+    wanted = ["ef4zpzf", "eez55ml", "edy47ix", "edmw0td", "eedrxfb", "eda39j9"]
     rows = frame.set_index("id").loc[wanted, "text"]
     return dict(rows.items())
 
@@ -34,9 +33,9 @@ def test_embeddings_are_unit_norm_384d(comments: dict[str, str]) -> None:
 
 
 def test_similar_comments_are_closer_than_unrelated(comments: dict[str, str]) -> None:
-    # gratitude: "Thank you friend", "Super, thanks", "Thanks DB, I'll see if I can find the book"
-    # anger: "Fucking coward.", "Stupidly stubborn / stubbornly stupid"
-    gratitude, anger = ["eeqd04y", "ef462jc", "eejcgvu"], ["edk0z9k", "edkh6qo"]
+    # gratitude: "Thanks, bud!", "thanks for this", "Thanks for finding out! That's cool"
+    # anger: "Take your upvote, you no good bastard.", "And everybody clapped! Fuck this loser!"
+    gratitude, anger = ["ef4zpzf", "eez55ml", "eedrxfb"], ["edy47ix", "edmw0td"]
     vectors = embed_texts([comments[i] for i in gratitude + anger])
     similarity = vectors @ vectors.T
     emotion = np.array([0] * len(gratitude) + [1] * len(anger))
