@@ -1,5 +1,5 @@
 """Exact / near-duplicate groups: constructed cases and real duplicates in MULAN scene,
-GoEmotions and the MIML photos."""
+GoEmotions and the MIML photos (fixtures under dq_pipeline_tests/fixtures and the bundled data/)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,12 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from dq_pipeline.issues.duplicates import find_near_duplicates, row_key, text_key
-
-DATA = Path("/work/shared/data")
+from dq_pipeline_tests.conftest import DATA, FIXTURES
 
 
 def _multi_hot(labels: pd.Series) -> tuple[np.ndarray, list[str]]:
@@ -140,21 +137,28 @@ def test_mismatched_lengths_are_rejected() -> None:
 
 
 def test_mulan_scene_identical_feature_rows() -> None:
-    df = pd.read_csv(DATA / "mulan_scene" / "scene.csv", keep_default_na=False)
+    # 517 rows of scene.csv: rows 0..499 plus the partners of all 9 identical pairs (fixtures/make_fixtures.py)
+    df = pd.read_csv(FIXTURES / "mulan_scene" / "scene_sample.csv.gz", keep_default_na=False)
+    source_row = df.pop("source_row").tolist()
     F = df.drop(columns="labels").to_numpy(dtype=np.float64)
     Y, _ = _multi_hot(df["labels"])
     r = find_near_duplicates(F, Y, exact_keys=[row_key(row) for row in F], near=False)
 
+    # the identical feature rows of the full scene.csv (SOURCE.md), as rows of scene.csv
+    found = [[source_row[i] for i in members] for members in _groups(r.details)]
     expected = [[231, 1529], [593, 1816], [612, 819], [699, 2133], [713, 1937],
                 [808, 1823], [809, 1824], [1179, 1180], [1857, 2083]]  # SOURCE.md
-    assert _groups(r.details) == expected
-    conflicts = _groups(r.details[r.details["is_conflict"]])
+    assert found == expected
+    conflicts = [[source_row[i] for i in members] for members in _groups(r.details[r.details["is_conflict"]])]
     assert conflicts == [[713, 1937], [1857, 2083]]
     assert r.summary["n_conflict_groups"] == 2 and r.summary["n_exact_groups"] == 9
 
 
 def test_goemotions_duplicated_texts_with_conflicting_labels() -> None:
-    df = pd.read_csv(DATA / "goemotions" / "goemotions.csv", keep_default_na=False)
+    # every row of GoEmotions whose (normalised) text occurs more than once, so every duplicate group of the
+    # full 54,263 rows is complete, plus 200 rows with a unique text (fixtures/make_fixtures.py)
+    df = pd.read_csv(FIXTURES / "goemotions_duplicates" / "comments.csv", keep_default_na=False)
+    assert len(df) == 706
     Y, _ = _multi_hot(df["labels"])
 
     raw = find_near_duplicates(None, Y, exact_keys=df["text"].tolist(), near=False)
@@ -176,13 +180,15 @@ def test_goemotions_duplicated_texts_with_conflicting_labels() -> None:
 def test_miml_photo_near_duplicates_with_real_image_embeddings() -> None:
     from dq_pipeline.embed.image import embed_images
 
-    root = DATA / "miml_natural_scenes"
-    labels = pd.read_csv(root / "labels.csv", keep_default_na=False)["labels"].iloc[:120]
-    Y, _ = _multi_hot(labels)
-    X = embed_images([root / "images" / f"{i}.jpg" for i in range(1, 121)])
+    # bundled photos: rows 0..49 are images/1.jpg .. images/50.jpg (all desert), rows 50..119 other photos
+    root = DATA / "miml_scenes"
+    rows = pd.read_csv(root / "labels.csv", keep_default_na=False).iloc[:120]
+    assert rows["image"].iloc[:50].tolist() == [f"images/{i}.jpg" for i in range(1, 51)]
+    Y, _ = _multi_hot(rows["labels"])
+    X = embed_images([root / rel for rel in rows["image"]])
     r = find_near_duplicates(X, Y)  # default threshold
 
-    # image n is row n - 1: 37~41 and 39~43, and nothing else (next closest pair: 0.119)
+    # image n is row n - 1: 37~41 and 39~43, and nothing else (next closest pair, 49.jpg/390.jpg: 0.086)
     assert _groups(r.details) == [[36, 40], [38, 42]]
     assert not r.details["is_conflict"].any()  # same photo, same tag (desert)
     assert set(np.argsort(r.scores)[:4]) == {36, 40, 38, 42}
