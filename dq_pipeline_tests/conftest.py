@@ -1,4 +1,8 @@
-"""Shared fixtures: small real datasets written to tmp folders, a temporary DuckDB file."""
+"""Shared fixtures: small real datasets written to tmp folders, a temporary DuckDB file.
+
+Every test reads data from inside the repository: the bundled ``data/`` folder (``DATA``) or the
+small extracts under ``dq_pipeline_tests/fixtures/`` (``FIXTURES``; see make_fixtures.py there).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ os.environ["DQ_CACHE_DIR"] = tempfile.mkdtemp(prefix="dq_pipeline_cache_")
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
-SHARED_DATA = Path(os.environ.get("DQ_SHARED_DATA", REPO.parent / "shared" / "data"))
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # small extracts the bundled data lacks
 
 
 def write_dataset(folder: Path, frame: pd.DataFrame, manifest: str, source: str = "data.csv") -> Path:
