@@ -15,14 +15,15 @@ from dq_pipeline.defs.resources import AuditSettings, CuratedStore, DatasetsReso
 
 def build_definitions(
     data_dir: str | None = None, db_path: str | None = None, settings: AuditSettings | None = None,
-    in_memory: bool = False,
+    in_memory: bool = False, loggers: dict[str, dg.LoggerDefinition] | None = None,
 ) -> dg.Definitions:
     """All assets, gates, the audit job, sensor and schedule, wired to a data folder and a DuckDB file.
 
     Defaults: ``$DQ_DATA_DIR`` or ``data``; ``$DQ_DUCKDB_PATH`` or ``data/curated.duckdb``. Steps run
     in-process (one process per run), so models load once per run. ``in_memory`` hands step outputs
     over in memory instead of pickling them to the instance's storage (for one-off runs on an ephemeral
-    instance, whose storage is discarded anyway).
+    instance, whose storage is discarded anyway). ``loggers`` replaces Dagster's console logger (the
+    CLI's brief one).
     """
     resources: dict[str, object] = {"io_manager": dg.mem_io_manager} if in_memory else {}
     return dg.Definitions(
@@ -38,6 +39,7 @@ def build_definitions(
             **resources,
         },
         executor=dg.in_process_executor,
+        loggers=loggers,
     )
 
 

@@ -18,7 +18,8 @@ from dq_pipeline import result_cache
 from dq_pipeline import store
 from dq_pipeline.curate import CurationPolicy, audit_tables
 from dq_pipeline.defs.partitions import dataset_partitions
-from dq_pipeline.defs.resources import AuditSettings, CuratedStore, DatasetsResource
+from dq_pipeline.defs.resources import DUCKDB_POOL, AuditSettings, CuratedStore, DatasetsResource
+from dq_pipeline.export import source_digest
 from dq_pipeline.ingest import load_examples, tags_matrix
 from dq_pipeline.issues.base import DetectorResult
 from dq_pipeline.manifest import DatasetManifest, load_manifest
@@ -305,7 +306,7 @@ def near_duplicates(
                       settings.duplicate_threshold], compute)
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, kinds={"duckdb"})
+@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, kinds={"duckdb"}, pool=DUCKDB_POOL)
 def curated(
     context: dg.AssetExecutionContext,
     raw_examples: RawDataset,
@@ -348,6 +349,7 @@ def curated(
         "modality": manifest.modality,
         "source": str(manifest.source),
         "n_input_rows": raw_examples.n_input_rows,
+        "source_sha256": source_digest(manifest),
         **counters,
         "config": settings.model_dump(),
     }

@@ -25,6 +25,12 @@ class DatasetsResource(dg.ConfigurableResource):
         return (Path(self.data_dir) / dataset).resolve()
 
 
+#: Dagster concurrency pool of the steps that open the DuckDB file (one writer at a time; the instance's
+#: ``concurrency.pools.default_limit: 1`` in ``.dagster/dagster.yaml``); every other step of audits of
+#: different datasets runs side by side.
+DUCKDB_POOL = "duckdb_write"
+
+
 class CuratedStore(dg.ConfigurableResource):
     """The curated DuckDB file."""
 

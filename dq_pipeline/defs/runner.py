@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,35 @@ def _hit(metadata: dict) -> bool:
     return bool(getattr(value, "value", value))
 
 
+class _UserMessages(logging.Filter):
+    """Keeps what the pipeline's own code logs (progress, counts, cache reuse) and drops Dagster's
+    framework events and errors, whose failures carry full stack traces (the CLI prints a failed run's
+    reason itself); rewrites each kept record as ``step: message``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from dagster._core.log_manager import get_log_record_metadata, has_log_record_metadata
+
+        if not has_log_record_metadata(record):
+            return True
+        meta = get_log_record_metadata(record)
+        if meta.get("dagster_event") is not None or record.levelno >= logging.ERROR:
+            return False  # framework events, and its errors ("Dependencies for step ... failed")
+        record.msg, record.args = f"  {meta.get('step_key') or 'run'}: {meta['orig_message']}", ()
+        return True
+
+
+@dg.logger(dg.Field({"log_level": dg.Field(str, is_required=False, default_value="INFO")}),
+           description="Brief console log: the pipeline's own messages, no Dagster events or tracebacks.")
+def brief_console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
+    """The CLI's default logger: a failed run's reason is printed once, by the CLI, before any detail
+    (``--verbose`` gives Dagster's full console log, tracebacks included)."""
+    log = logging.Logger("dq_pipeline.audit", level=init_context.logger_config["log_level"])
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_UserMessages())
+    log.addHandler(handler)
+    return log
+
+
 def get_instance() -> dg.DagsterInstance:
     """The persistent instance when ``$DAGSTER_HOME`` is set (runs then show in the UI), else ephemeral."""
     if os.environ.get("DAGSTER_HOME"):
@@ -49,6 +80,7 @@ def run_audit(
     instance: dg.DagsterInstance | None = None,
     log_level: str = "INFO",
     in_memory: bool | None = None,
+    verbose: bool = False,
 ) -> AuditOutcome:
     """Audit the dataset in ``folder`` (partition = folder name) and report the outcome.
 
@@ -56,6 +88,7 @@ def run_audit(
     ``in_memory`` hands step outputs over in memory rather than storing them in the instance (so later
     runs could not re-execute single assets from them); default: only when no ``instance`` is given and
     ``$DAGSTER_HOME`` is unset, i.e. the ephemeral instance is discarded after this run anyway.
+    ``verbose`` logs every Dagster event with tracebacks; by default only the pipeline's own messages.
     """
     from dq_pipeline.definitions import build_definitions
 
@@ -64,7 +97,8 @@ def run_audit(
     if in_memory is None:
         in_memory = instance is None and not os.environ.get("DAGSTER_HOME")
     instance = instance or get_instance()
-    defs = build_definitions(data_dir=str(folder.parent), db_path=db_path, settings=settings, in_memory=in_memory)
+    defs = build_definitions(data_dir=str(folder.parent), db_path=db_path, settings=settings, in_memory=in_memory,
+                             loggers=None if verbose else {"console": brief_console_logger})
     if not instance.has_dynamic_partition(dataset_partitions.name, name):
         instance.add_dynamic_partitions(dataset_partitions.name, [name])
     job = defs.resolve_job_def("audit")
@@ -76,11 +110,15 @@ def run_audit(
         if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
             outcome.gate_failures.append(f"{evaluation.check_name}: {evaluation.description}")
     for event in result.get_step_failure_events():
-        error = event.step_failure_data.error
-        message = (error.message or "").strip() if error else ""
-        if error and error.cause:  # a user-code exception: its own message names the file and value
-            message = (error.cause.message or message).strip()
-        if not any(message in g for g in outcome.gate_failures):
+        data = event.step_failure_data
+        if data.user_failure_data is not None:  # a dg.Failure: a failed gate (already listed) or a refusal
+            message = (data.user_failure_data.description or "").strip()
+        else:
+            error = data.error
+            message = (error.message or "").strip() if error else ""
+            if error and error.cause:  # a user-code exception: its own message names the file and value
+                message = (error.cause.message or message).strip()
+        if not any(message and message in g for g in outcome.gate_failures):
             outcome.errors.append(f"{event.step_key}: {message}")
     outcome.success = result.success and not outcome.gate_failures
     materializations = [e.step_materialization_data.materialization for e in result.get_asset_materialization_events()]
