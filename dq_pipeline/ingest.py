@@ -53,6 +53,7 @@ _NUMBER_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _INFINITY_RE = re.compile(r"[+-]?(?:inf|infinity)", re.IGNORECASE)
 _DECIMAL_COMMA_RE = re.compile(r"[+-]?\d+,\d+")
 _SURROGATE_RE = re.compile("[\udc80-\udcff]")
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f]")
 _CONTAINERS = (list, tuple, dict, set, np.ndarray)
 
 
@@ -239,6 +240,10 @@ def _read_delimited(path: Path, text: str, sep: str, verbatim: list[str]) -> _So
         frame = pd.read_csv(io.StringIO(text), sep=sep, keep_default_na=False, na_values=na_values,
                             dtype={c: str for c in verbatim if c in columns}, index_col=False)
     except (ValueError, pd.errors.ParserError) as exc:
+        unclosed = re.search(r"EOF inside string starting at row (\d+)", str(exc))
+        if unclosed:  # pandas counts lines from 0 here
+            raise ManifestError(f"{path}: line {int(unclosed.group(1)) + 1}: a quote (\") opens a value that is "
+                                "never closed; close it, or double quotes inside values (\"\")") from exc
         raise ManifestError(f"{path}: cannot read {'csv' if sep == ',' else 'tsv'} source: {exc}") from exc
     frame = frame.reset_index(drop=True)
     if records is None or len(records) - 1 != len(frame):
@@ -367,8 +372,12 @@ def tags_of_cell(value: Any, separator: str | None) -> tuple[list[str], str | No
         sep = f"separated by {separator!r}" if separator else "(one per cell)"
         return [], (f"holds {_shown(_plain(value))} ({type(value).__name__}); expected a string of tags {sep} "
                     "or a list of tags")
-    tags = [str(t).strip() for t in items]
-    return list(dict.fromkeys(t for t in tags if t)), problem
+    tags = list(dict.fromkeys(t for t in (str(t).strip() for t in items) if t))
+    if problem is None:
+        odd = [t for t in tags if _CONTROL_RE.search(t)]
+        if odd:
+            problem = f"holds the tag {odd[0]!r}, which contains a control character"
+    return tags, problem
 
 
 def _plain(value: Any) -> Any:
@@ -393,20 +402,22 @@ def _require_columns(manifest: DatasetManifest, frame: pd.DataFrame) -> None:
         "image_column": manifest.image_column,
     }
     available = list(map(str, frame.columns))
+
+    def missing(key: str, column: str) -> ManifestError:
+        near = [c for c in available if c.strip().casefold() == column.strip().casefold()]
+        hint = f" (did you mean {near[0]!r}? mind spaces and capitals)" if near else ""
+        shown = available if len(available) <= 30 else available[:30] + [f"... {len(available)} in all"]
+        return ManifestError(f"{manifest.manifest_path}: '{key}' names column {column!r}, which is not in "
+                             f"{manifest.source.name}{hint}; available columns: {shown}")
+
     for key, column in wanted.items():
         if column and column not in frame.columns:
-            raise ManifestError(
-                f"{manifest.manifest_path}: '{key}' names column {column!r}, which is not in "
-                f"{manifest.source.name}; available columns: {available}"
-            )
+            raise missing(key, column)
     for key, columns in (("feature_columns", manifest.feature_columns or ()),
                          ("categorical_columns", manifest.categorical_columns)):
         for column in columns:
             if column not in frame.columns:
-                raise ManifestError(
-                    f"{manifest.manifest_path}: '{key}' names column {column!r}, which is not in "
-                    f"{manifest.source.name}; available columns: {available}"
-                )
+                raise missing(key, column)
 
 
 def feature_columns_of(manifest: DatasetManifest, frame: pd.DataFrame) -> list[str]:

@@ -343,6 +343,27 @@ def test_short_row_is_quarantined_long_row_is_an_error(tmp_path: Path, emo: pd.D
     assert "line 5 has 74 fields but the header (line 1) has 73" in message and "quote" in message
 
 
+def test_unclosed_quote_nul_in_a_tag_and_a_spaced_header(tmp_path: Path, emo: pd.DataFrame):
+    lines = emo.to_csv(index=False).encode().split(b"\n")
+    unclosed = b"\n".join(lines[:5] + [b'"' + lines[5]] + lines[6:])
+    assert "data.csv: line 6: a quote (\") opens a value that is never closed" in manifest_error(
+        write_bytes(tmp_path / "quote", unclosed))
+    head, _, tags = lines[3].rpartition(b",")
+    nul = b"\n".join(lines[:3] + [head + b"," + tags[:2] + b"\x00" + tags[2:]] + lines[4:])
+    why = reasons(ingest(write_bytes(tmp_path / "nul", nul)))
+    assert list(why) == [2] and "data.csv row 2 (line 4): labels column 'labels' holds the tag" in why[2]
+    assert "control character" in why[2]
+    spaced = emo.to_csv(index=False).encode().replace(b",labels\n", b",Labels \n", 1)
+    message = manifest_error(write_bytes(tmp_path / "spaced", spaced))
+    assert "names column 'labels', which is not in data.csv (did you mean 'Labels '?" in message
+
+
+def test_cr_only_line_endings(tmp_path: Path, emo: pd.DataFrame):
+    result = ingest(write_bytes(tmp_path / "emo", emo.to_csv(index=False).encode().replace(b"\n", b"\r")))
+    assert len(result.examples) == 60 and result.quarantine.empty
+    assert result.examples["tags"][0] == emo["labels"][0].split("|")
+
+
 def test_tsv_decimal_comma(tmp_path: Path, emo: pd.DataFrame):
     frame = emo.astype(object)
     frame.loc[0, FIRST] = "0,034741"
