@@ -483,6 +483,11 @@ def _feature_column(series: pd.Series, name: str) -> tuple[pd.Series, dict[int, 
         numeric = not pd.api.types.is_bool_dtype(dtype) and n_numbers >= 2 and \
             n_other <= max(1.0, MAX_NON_NUMERIC_SHARE * (n_numbers + n_other))
         if not numeric:
+            if n_numbers >= n_other > 0:
+                first = kinds.index("other")
+                log.warning("column %r is taken as categorical (one-hot): only %d of %d values are numbers "
+                            "(e.g. row %d: %s); fix those cells, or list it in categorical_columns",
+                            name, n_numbers, n_numbers + n_other, first, _shown(_plain(cells[first])))
             for i, v in enumerate(cells):
                 if isinstance(v, _CONTAINERS):
                     problems[i] = (f"column {name!r} holds {_shown(_plain(v))} ({type(v).__name__}); feature "

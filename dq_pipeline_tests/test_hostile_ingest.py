@@ -98,6 +98,19 @@ def test_one_non_numeric_cell_is_quarantined_and_the_column_stays_numeric(tmp_pa
     assert X.shape == (58, 72) and np.isfinite(X).all()  # not hundreds of one-hot columns
 
 
+@pytest.mark.parametrize("n_bad, numeric", [(1, True), (3, True), (4, False)])
+def test_numeric_threshold_is_five_percent(tmp_path: Path, emo: pd.DataFrame, caplog, n_bad: int, numeric: bool):
+    frame = emo.astype(object)
+    frame.loc[list(range(n_bad)), FIRST] = "n/a?"
+    result = ingest(write_dataset(tmp_path / "emo", frame, TABULAR_MANIFEST))
+    if numeric:  # at most 5% of 60 cells (3) are not numbers: they are quarantined
+        assert sorted(reasons(result)) == list(range(n_bad))
+        assert result.examples[FIRST].dtype == np.float64
+    else:  # more: the column is categorical, and the log says which cells made it so
+        assert result.quarantine.empty and not pd.api.types.is_numeric_dtype(result.examples[FIRST])
+        assert f"column '{FIRST}' is taken as categorical" in caplog.text and "row 0: 'n/a?'" in caplog.text
+
+
 @pytest.mark.parametrize("cell, accepted", [("inf", False), ("-inf", False), ("Infinity", False),
                                             ("1e308", False), ("-1e308", False), ("1e400", False),
                                             ("1e151", False), ("1e150", True), ("-1e150", True)])
