@@ -88,21 +88,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from dq_pipeline import store
-    from dq_pipeline.export import corrected_frame, write_like_source
-    from dq_pipeline.manifest import load_manifest
+    """Exit 0 written; 2 refused (unknown dataset, no audit, source changed since the audit, bad --out or
+    --db, invalid dataset.yaml); 1 writing --out failed (nothing written)."""
+    from dq_pipeline.export import ExportError, export_dataset
+    from dq_pipeline.manifest import ManifestError
+    from dq_pipeline.store import StoreError
 
-    manifest = load_manifest(Path(args.data_dir) / args.dataset)
-    curated = store.read_latest(args.db, "curated_labels", args.dataset)
-    if curated.empty:
-        print(f"error: no successful audit of {args.dataset!r} in {args.db}; run `dq-pipeline audit` first",
-              file=sys.stderr)
+    try:
+        s = export_dataset(args.dataset, args.out, data_dir=args.data_dir, db_path=args.db)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (StoreError, ManifestError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    frame = corrected_frame(manifest, curated)
-    out = write_like_source(manifest, frame, args.out)
-    changed = int((curated["reason"] != "").sum())
-    print(f"wrote {len(frame)} rows to {out} ({manifest.source_format}); {changed} examples changed, "
-          f"{int(curated['excluded'].sum())} excluded")
+    for warning in s.warnings:
+        print(f"note: {warning}", file=sys.stderr)
+    print(f"wrote {s.n_rows} rows to {s.path} ({s.source_format}): {s.n_changed} with corrected labels, "
+          f"{s.n_excluded} excluded rows dropped, {s.n_unaudited} quarantined rows kept as they were; every "
+          f"other byte as in the source (audit {s.run_id}, finished {s.audited_at})")
     return 0
 
 

@@ -477,15 +477,24 @@ def _insert(con: Any, table: str, frame: pd.DataFrame) -> None:
 
 # --------------------------------------------------------------------------------------- reads
 
-def read_latest(db_path: str | Path, table: str, dataset: str | None = None) -> pd.DataFrame:
-    """Rows of ``latest_<table>`` (optionally for one dataset) as a DataFrame.
+def read_latest(db_path: str | Path, table: str, dataset: str | None = None,
+                columns: list[str] | None = None) -> pd.DataFrame:
+    """Rows of ``latest_<table>`` (optionally for one dataset; optionally only ``columns``) as a DataFrame.
 
     Opens the file read-only; a missing file raises :class:`StoreError` (it is never created here).
     """
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; tables: {sorted(TABLES)}")
     with connect(db_path, read_only=True) as con:
-        sql = f"SELECT * FROM latest_{table}"
+        selected = "*"
+        if columns is not None:
+            known = {r[0] for r in con.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = ?",
+                                               [f"latest_{table}"]).fetchall()}
+            missing = [c for c in columns if c not in known]
+            if missing:
+                raise ValueError(f"latest_{table} has no column(s) {missing}; columns: {sorted(known)}")
+            selected = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+        sql = f"SELECT {selected} FROM latest_{table}"
         params: list[Any] = []
         if dataset is not None:
             sql += " WHERE dataset = ?"
