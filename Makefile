@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export DAGSTER_TELEMETRY_DISABLED := 1
 export GX_ANALYTICS_ENABLED := False
 
-.PHONY: install demo test ui bench clean
+.PHONY: install browser demo test ui bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,12 +20,19 @@ $(VENV)/.installed: pyproject.toml $(BIN)/python
 
 install: $(VENV)/.installed
 
+## Debian's chromium for the browser tests (Playwright drives it; it cannot download its own browser).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+	  echo "installing Debian's chromium for the browser tests (apt-get)"; \
+	  $$SUDO apt-get install -y chromium || { $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }; }
+
 ## Set up, then audit every bundled demo dataset under data/ and print a summary per dataset.
 demo: install
 	$(BIN)/dq-pipeline demo --data-dir data
 
-## Set up, then run the test suite (what CI runs).
-test: install
+## Set up (venv + chromium), then run the test suite (what CI runs).
+test: install browser
 	$(BIN)/pytest -q -p no:cacheprovider
 
 ## Start the Dagster UI on http://127.0.0.1:3000 (telemetry off, instance in .dagster_home/).
