@@ -22,13 +22,13 @@ def _fmt(value: object) -> str:
     return f"{value:.3f}" if isinstance(value, float) else ("-" if value is None else str(value))
 
 
-def _audit_many(folders: list[Path], db: str) -> int:
+def _audit_many(folders: list[Path], db: str, verbose: bool = False) -> int:
     from dq_pipeline.defs.runner import run_audit
 
     rows, failed = [], []
     for folder in folders:
         print(f"auditing {folder} ...", flush=True)
-        outcome = run_audit(folder, db_path=db)
+        outcome = run_audit(folder, db_path=db, verbose=verbose)
         if outcome.reused:
             print(f"  unchanged inputs, reused cached results of: {', '.join(outcome.reused)}", flush=True)
         if outcome.success and outcome.summary:
@@ -68,7 +68,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    return _audit_many([folder], args.db)
+    return _audit_many([folder], args.db, args.verbose)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -83,7 +83,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if problem:
             print(f"error: skipping {folder.name}: {problem}", file=sys.stderr)
     good = [f for f in folders if not problems[f]]
-    code = _audit_many(good, args.db) if good else 0
+    code = _audit_many(good, args.db, args.verbose) if good else 0
     return 2 if len(good) < len(folders) else code
 
 
@@ -120,17 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     db_help = f"DuckDB file (default: $DQ_DUCKDB_PATH or {default_db_path()})"
+    verbose_help = ("log every Dagster event, with stack traces (default: the pipeline's own progress "
+                    "messages; a failure's reason is printed first either way)")
 
     p = sub.add_parser("audit", help="audit one dataset folder (holding a dataset.yaml) through Dagster",
                        description="Runs the Dagster audit job for one dataset; exits 1 with the reason when "
                                    "a gate fails, 2 on usage errors.")
     p.add_argument("path", help="dataset folder, e.g. data/mulan_emotions")
     p.add_argument("--db", default=default_db_path(), help=db_help)
+    p.add_argument("--verbose", action="store_true", help=verbose_help)
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("demo", help="audit every dataset under --data-dir and print a summary per dataset")
     p.add_argument("--data-dir", default=os.environ.get("DQ_DATA_DIR", "data"))
     p.add_argument("--db", default=default_db_path(), help=db_help)
+    p.add_argument("--verbose", action="store_true", help=verbose_help)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("export", help="write a dataset's corrected labels in its original source format",

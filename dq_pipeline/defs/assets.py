@@ -125,11 +125,19 @@ def cache_metadata(key: str, hit: bool, started: float) -> dict[str, Any]:
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP, kinds={"python", "pandas"})
-def raw_examples(context: dg.AssetExecutionContext, datasets: DatasetsResource) -> RawDataset:
+def raw_examples(
+    context: dg.AssetExecutionContext, datasets: DatasetsResource, curated_store: CuratedStore
+) -> RawDataset:
     """Ingest the dataset's source file as its dataset.yaml describes: stable example ids, parsed
     tags, and the payload (text, image path or feature columns). Unusable rows (null id, empty text,
-    missing/unreadable/truncated image) are set aside in quarantine with their row number and reason."""
+    missing/unreadable/truncated image) are set aside in quarantine with their row number and reason.
+    First checks that the DuckDB file can be written (not read-only, not locked by another process),
+    so an audit never computes for minutes to fail at the write."""
     started = datetime.now(timezone.utc).replace(tzinfo=None)
+    try:
+        store.check_writable(curated_store.path)
+    except store.StoreError as exc:
+        raise dg.Failure(description=f"cannot write the audit: {exc}") from exc
     manifest = load_manifest(datasets.folder(context.partition_key))
     result = load_examples(manifest)
     context.log.info(

@@ -1,0 +1,75 @@
+"""How `dq-pipeline audit` fails, as a user sees it in a terminal: the reason first, no stack trace,
+and a DuckDB file that cannot be written reported before anything is computed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dq_pipeline_tests.conftest import DATA
+
+BIN = Path(sys.executable).parent
+
+
+def _flags_dataset(folder: Path, n_rows: int | None = None) -> Path:
+    folder.mkdir(parents=True)
+    lines = (DATA / "mulan_flags" / "flags.csv").read_text().splitlines(keepends=True)
+    (folder / "flags.csv").write_text("".join(lines if n_rows is None else lines[: n_rows + 1]))
+    (folder / "dataset.yaml").write_text((DATA / "mulan_flags" / "dataset.yaml").read_text())
+    return folder
+
+
+def _audit(folder: Path, db: Path, home: Path, *extra: str) -> subprocess.CompletedProcess:
+    """The installed command in a fresh process with a persistent Dagster instance ($DAGSTER_HOME)."""
+    env = {**os.environ, "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([str(BIN / "dq-pipeline"), "audit", str(folder), "--db", str(db), *extra],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((Path(__file__).resolve().parents[1] / ".dagster" / "dagster.yaml").read_text())
+    return home
+
+
+def test_failed_gate_prints_its_reason_and_no_traceback(tmp_path: Path, home: Path):
+    result = _audit(_flags_dataset(tmp_path / "tiny", n_rows=3), tmp_path / "c.duckdb", home)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "Stack Trace" not in result.stderr
+    failure = result.stderr[result.stderr.index("AUDIT FAILED"):]
+    assert "raw_examples" in failure and "3 examples" in failure and "at least 5" in failure
+    assert "blocking asset check failed" not in failure
+
+    verbose = _audit(_flags_dataset(tmp_path / "tiny2", n_rows=3), tmp_path / "c.duckdb", home, "--verbose")
+    assert verbose.returncode == 1 and "STEP_FAILURE" in verbose.stderr  # Dagster's full log on request
+    assert "at least 5" in verbose.stderr[verbose.stderr.index("AUDIT FAILED"):]
+
+
+def test_locked_database_fails_before_computing_and_names_the_holder(tmp_path: Path, home: Path):
+    db = tmp_path / "c.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb, time; con = duckdb.connect({str(db)!r}); "
+                               "print('open', flush=True); time.sleep(300)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        started = time.monotonic()
+        result = _audit(_flags_dataset(tmp_path / "flags"), db, home)
+        elapsed = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 1
+    failure = result.stderr[result.stderr.index("AUDIT FAILED"):]
+    assert f"locked by process {holder.pid}" in failure and "raw_examples" in failure
+    assert "cross-validation" not in result.stderr  # nothing was computed
+    assert elapsed < 300
+
+    again = _audit(tmp_path / "flags", db, home)  # the lock is gone: the same audit now succeeds
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "flags" in again.stdout and "health_score" in again.stdout
