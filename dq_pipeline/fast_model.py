@@ -31,15 +31,30 @@ sklearn's ``StandardScaler`` does (same constant-column rule). Further ingredien
 Optionally ``n_components`` keeps only the top principal directions (from the same
 eigendecomposition) when D is larger: a rank-limited model, no longer identical to ``logreg``.
 
+**Wide input** (``gram``; by default when D > N, e.g. one-hot features of many categories or embeddings
+of few examples): the eigenbasis comes from the N x N Gram matrix ``Xs Xs.T`` instead of the D x D
+covariance, costing O(N^2 D + N^3) instead of O(N D^2 + D^3) time and N x N instead of D x D memory
+(320 rows x 13,524 one-hot columns: one fit 0.4 s and 0.5 GB, against 13 minutes and 3.2 GB). Its
+eigenvectors span the row space of Xs, where the minimiser lies (the loss depends on w only through
+``Xs w``, so the L2 penalty zeroes every other component); directions whose variance is below the
+float64 rounding floor of the Gram matrix are left out. The weights stay D-dimensional (``W = basis @
+w_z``, loss and penalty as above) and convergence is still tested on the full D-dimensional gradient,
+so the result is the same model as with the covariance eigenbasis. ``fit_info_`` records which basis
+was used and the time it took (also logged at INFO).
+
 Convergence uses sklearn's rule per tag: stop when every entry of the gradient of that tag's
 objective (standardised-feature coordinates, intercept included) is at most ``tol`` in absolute value.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 DEFAULT_C = 1.0
 DEFAULT_TOL = 1e-4
@@ -71,8 +86,12 @@ class JointLogisticRegression:
         L-BFGS memory (pairs kept).
     dtype : {"float64", "float32"}
         Precision of the two matrix products and the elementwise loss/sigmoid of each iteration.
-        Standardisation, eigendecomposition, optimiser state, sums and the fitted model are float64
-        either way; "float32" halves the cost of an iteration.
+        Standardisation, optimiser state, sums and the fitted model are float64 either way (the
+        covariance eigendecomposition runs in this precision, the Gram one in float64); "float32"
+        halves the cost of an iteration.
+    gram : bool or None
+        Take the eigenbasis from the N x N Gram matrix (row space) rather than the D x D covariance.
+        None (default): exactly when D > N, where it is much cheaper and gives the same model.
     seed : int
         Accepted for interface compatibility; the fit has no random step and is deterministic.
 
@@ -81,6 +100,8 @@ class JointLogisticRegression:
     coef_ : (D, K) float64, weights on the raw features; intercept_ : (K,) float64.
     n_iter_ : int, iterations of the slowest tag (``"batched"``) or of the joint problem (``"scipy"``).
     converged_ : (K,) bool, whether each tag met ``tol``.
+    fit_info_ : dict, what the fit did: ``basis`` ("covariance", "gram" or "none"), ``n``, ``d_in``
+        (D), ``d_basis`` (directions kept), ``basis_seconds``, ``fit_seconds`` (whole fit), ``n_iter``.
     """
 
     def __init__(
@@ -93,6 +114,7 @@ class JointLogisticRegression:
         n_components: int | None = None,
         history: int = 10,
         dtype: str = "float64",
+        gram: bool | None = None,
         seed: int = 0,
     ) -> None:
         if solver not in SOLVERS:
@@ -105,6 +127,7 @@ class JointLogisticRegression:
         self.n_components = n_components
         self.history = history
         self.dtype = dtype
+        self.gram = gram
         self.seed = seed
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> JointLogisticRegression:
@@ -113,8 +136,13 @@ class JointLogisticRegression:
         Every column of Y must contain both classes (the cross-validation loop predicts tags that are
         constant in a training fold by their prevalence and never passes them here).
         """
+        started = time.perf_counter()
         X = np.asarray(X, dtype=np.float64)
         Y = np.asarray(Y)
+        if X.ndim != 2 or X.shape[1] == 0:
+            raise ValueError(f"X must be (N, D) with D >= 1, got shape {X.shape}")
+        if len(Y) != len(X):
+            raise ValueError(f"X has {len(X)} rows but Y has {len(Y)}")
         self._binary = Y.ndim == 1
         Y = Y.reshape(len(Y), -1).astype(np.float64)
         n = X.shape[0]
@@ -140,16 +168,26 @@ class JointLogisticRegression:
         lam = None
         D = Xs.shape[1]
         reduce = self.n_components is not None and self.n_components < D
+        use_gram = D > n if self.gram is None else bool(self.gram)
+        basis_kind, basis_seconds = "none", 0.0
         if self.precondition or reduce:
-            # eigenbasis of the feature covariance (Xs is centred), in the working precision: it only
-            # has to be a good preconditioner (the objective below uses the rotated weights as they are)
-            from scipy.linalg import eigh
+            t0 = time.perf_counter()
+            if use_gram:  # wide: the row space from the N x N Gram matrix, O(N^2 D + N^3)
+                lam, basis = _row_space_eigenbasis(Xs)
+                basis_kind = "gram"
+            else:
+                # eigenbasis of the feature covariance (Xs is centred), in the working precision: it only
+                # has to be a good preconditioner (the objective below uses the rotated weights as they are)
+                from scipy.linalg import eigh
 
-            lam, basis = eigh(Xm.T @ Xm / dt.type(n), driver="evd", check_finite=False)  # ascending
-            lam, basis = np.clip(lam.astype(np.float64), 0.0, None), basis.astype(np.float64)
+                lam, basis = eigh(Xm.T @ Xm / dt.type(n), driver="evd", check_finite=False)  # ascending
+                lam, basis = np.clip(lam.astype(np.float64), 0.0, None), basis.astype(np.float64)
+                basis_kind = "covariance"
             if reduce:
-                lam, basis = lam[D - self.n_components :], basis[:, D - self.n_components :]
+                keep = min(self.n_components, len(lam))
+                lam, basis = lam[len(lam) - keep :], basis[:, len(lam) - keep :]
                 Xm = Xm @ basis.astype(dt)  # (N, d): the data live in the principal subspace
+            basis_seconds = time.perf_counter() - t0
         d = len(lam) if lam is not None else D
         if self.precondition:
             S = 1.0 / np.sqrt(np.outer(lam, s) + reg)  # (d, K)
@@ -208,6 +246,13 @@ class JointLogisticRegression:
             W = basis @ W  # (D, K) on the standardised features
         self.coef_ = W / scale[:, None]  # (D, K) on the raw features
         self.intercept_ = x[-1] * sb - mean @ self.coef_  # (K,)
+        self.fit_info_ = {
+            "basis": basis_kind, "n": n, "d_in": D, "d_basis": d if basis is not None else 0,
+            "basis_seconds": basis_seconds, "fit_seconds": time.perf_counter() - started, "n_iter": self.n_iter_,
+        }
+        if basis_kind == "gram":
+            log.info("wide input (N=%d < D=%d): eigenbasis of the %d x %d Gram matrix, %d directions, %.2fs "
+                     "(fit %.2fs)", n, D, n, n, d, basis_seconds, self.fit_info_["fit_seconds"])
         return self
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
@@ -221,6 +266,33 @@ class JointLogisticRegression:
 
         p = expit(np.asarray(X, dtype=np.float64) @ self.coef_ + self.intercept_)
         return np.column_stack([1.0 - p[:, 0], p[:, 0]]) if self._binary else p
+
+
+def _row_space_eigenbasis(Xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenpairs of ``Xs.T @ Xs / N`` with a non-zero eigenvalue, from the N x N Gram matrix.
+
+    Xs: (N, D) float64, centred. With ``Xs Xs.T = U diag(mu) U.T``, the columns of
+    ``Xs.T U / sqrt(mu)`` are orthonormal eigenvectors of ``Xs.T Xs`` with eigenvalues mu; they span the
+    row space of Xs. Eigenvalues at or below the Gram matrix's rounding floor
+    (``max(N, D) * eps * max(mu)``, numpy's matrix_rank rule for mu = sigma^2) are dropped: there the
+    data have no variance to speak of. Cost O(N^2 D + N^3), memory N x N + D x r.
+
+    Returns
+    -------
+    lam : (r,) float64, ascending eigenvalues of ``Xs.T @ Xs / N``, r <= N.
+    basis : (D, r) float64, the matching orthonormal eigenvectors.
+    """
+    from scipy.linalg import eigh
+
+    n, D = Xs.shape
+    mu, U = eigh(Xs @ Xs.T, driver="evd", check_finite=False)  # ascending
+    top = mu[-1] if mu.size else 0.0
+    keep = mu > max(top, 0.0) * max(n, D) * np.finfo(np.float64).eps
+    if not keep.any():  # every column constant: no direction at all
+        return np.zeros(0), np.zeros((D, 0))
+    mu, U = mu[keep], U[:, keep]
+    basis = Xs.T @ (U / np.sqrt(mu))
+    return mu / n, basis
 
 
 def _criterion(gW: np.ndarray, gb: np.ndarray, basis: np.ndarray | None, tol: float, sqrt_d: float) -> np.ndarray:
