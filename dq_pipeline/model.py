@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,32 +26,62 @@ class OutOfFold:
     probabilities : (N, K) float64 in [0, 1]; row i comes from a model that never saw example i.
     folds : (N,) int, the fold in which example i was held out.
     auroc : (K,) float64, per-tag out-of-fold AUROC (NaN where a tag has one class only).
+    fit_info : one dict per fold: ``fold``, ``n_train``, ``n_features``, ``constant_tags`` (tags
+        predicted by their training prevalence), ``seconds`` (fit + predict) and, for the fast models,
+        the estimator's ``fit_info_`` (e.g. ``basis``: "gram" for wide input).
     """
 
     probabilities: np.ndarray
     folds: np.ndarray
     auroc: np.ndarray
+    fit_info: tuple[dict, ...] = field(default=())
 
 
 def multilabel_folds(Y: np.ndarray, n_folds: int = DEFAULT_N_FOLDS, seed: int = DEFAULT_SEED) -> np.ndarray:
     """Assign each example to one of ``n_folds`` multilabel-stratified folds.
 
     Uses ``iterstrat.ml_stratifiers.MultilabelStratifiedKFold`` so every tag's positives are spread
-    evenly. Y: (N, K) 0/1. Returns (N,) int fold ids in [0, n_folds).
+    evenly. A single tag (K = 1, which iterstrat rejects as a 'binary' target) uses sklearn's
+    ``StratifiedKFold`` on that tag instead: the same guarantee for one tag. Y: (N, K) 0/1, or (N,) for
+    one tag. Returns (N,) int fold ids in [0, n_folds).
     """
     from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+    from sklearn.model_selection import StratifiedKFold
 
-    Y = np.asarray(Y)
+    Y = _as_tag_matrix(Y)
     n = Y.shape[0]
     if n_folds < 2:
         raise ValueError(f"n_folds must be >= 2, got {n_folds}")
     if n < n_folds:
         raise ValueError(f"{n} examples are fewer than the {n_folds} folds")
     folds = np.full(n, -1, dtype=np.int64)
-    splitter = MultilabelStratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for k, (_, test) in enumerate(splitter.split(np.zeros((n, 1)), Y)):
+    if Y.shape[1] == 1:
+        splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        with warnings.catch_warnings():  # "least populated class has only m members": fine, as iterstrat
+            warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+            splits = list(splitter.split(np.zeros((n, 1)), Y[:, 0]))
+    else:
+        splitter = MultilabelStratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        splits = list(splitter.split(np.zeros((n, 1)), Y))
+    for k, (_, test) in enumerate(splits):
         folds[test] = k
     return folds
+
+
+def _as_tag_matrix(Y: np.ndarray) -> np.ndarray:
+    """Y (N, K) or (N,) of 0/1 (bool, int or float) -> (N, K) int64; ValueError naming the first bad cell."""
+    Y = np.asarray(Y)
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    if Y.ndim != 2 or Y.shape[1] == 0:
+        raise ValueError(f"Y must be (N, K) with at least one tag, got shape {Y.shape}")
+    if Y.dtype == object or not (np.issubdtype(Y.dtype, np.number) or Y.dtype == bool):
+        raise ValueError(f"Y must hold 0/1 numbers, got dtype {Y.dtype}")
+    bad = ~np.isin(Y, (0, 1))
+    if bad.any():
+        i, k = np.argwhere(bad)[0]
+        raise ValueError(f"Y must be 0/1: row {i}, tag {k} is {Y[i, k].item()!r}")
+    return Y.astype(np.int64)
 
 
 def make_model(name: str = DEFAULT_MODEL, seed: int = DEFAULT_SEED):
@@ -113,18 +144,39 @@ def out_of_fold_probabilities(
 ) -> OutOfFold:
     """K-fold out-of-fold probabilities for every (example, tag).
 
-    X: (N, D) features; Y: (N, K) 0/1 given tags. A tag that is constant within a training fold is
-    predicted as that constant's prevalence. ``progress(done_folds, n_folds)`` is called after each fold.
+    X: (N, D) finite features; Y: (N, K) 0/1 given tags, K >= 1 (a single tag may come as (N,)).
+    Returns probabilities (N, K). A tag that is constant within a training fold (present in every row
+    or in none) is predicted as that constant's prevalence; a fold where every tag is constant fits no
+    model. ``progress(done_folds, n_folds)`` is called after each fold; what each fold did (time, the
+    fast model's basis) is in ``fit_info`` and logged at INFO. ValueError for a non-finite X (naming
+    the row and column), a Y that is not 0/1, or mismatched lengths.
     """
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; available: {list(MODELS)}")
     X = np.asarray(X)
-    Y = np.asarray(Y, dtype=np.int64)
+    if not np.issubdtype(X.dtype, np.number):
+        X = X.astype(np.float64)  # ValueError for text cells
+    Y = _as_tag_matrix(Y)
+    if X.ndim != 2 or X.shape[1] == 0:
+        raise ValueError(f"X must be (N, D) with D >= 1 features, got shape {X.shape}")
+    if len(X) != len(Y):
+        raise ValueError(f"X has {len(X)} rows but Y has {len(Y)}")
+    finite = np.isfinite(X)
+    if not finite.all():
+        i, j = np.argwhere(~finite)[0]
+        raise ValueError(f"X must be finite: row {i}, column {j} is {X[i, j].item()!r} "
+                         f"({int((~finite).sum())} non-finite values)")
     folds = multilabel_folds(Y, n_folds, seed)
     P = np.zeros(Y.shape, dtype=np.float64)
+    info: list[dict] = []
     for k in range(n_folds):
+        started = time.perf_counter()
         train, test = folds != k, folds == k
         Yt = Y[train]
         const = (Yt.min(axis=0) == Yt.max(axis=0))
         varying = np.flatnonzero(~const)
+        fold_info: dict = {"fold": k, "n_train": int(train.sum()), "n_features": X.shape[1],
+                           "constant_tags": np.flatnonzero(const).tolist()}
         if varying.size:
             est = make_model(model, seed)
             with warnings.catch_warnings():
@@ -136,9 +188,15 @@ def out_of_fold_probabilities(
                     est.fit(X[train], Yt[:, varying])
                     proba = est.predict_proba(X[test])
             P[np.ix_(test, varying)] = proba
+            fold_info.update(getattr(est, "fit_info_", {}))
         for j in np.flatnonzero(const):
             P[test, j] = Yt[:, j].mean()
+        fold_info["seconds"] = time.perf_counter() - started
+        info.append(fold_info)
+        log.info("fold %d/%d: %s on %d x %d, %d constant tag(s), basis %s, %.2fs", k + 1, n_folds, model,
+                 fold_info["n_train"], X.shape[1], len(fold_info["constant_tags"]), fold_info.get("basis", "-"),
+                 fold_info["seconds"])
         if progress:
             progress(k + 1, n_folds)
     np.clip(P, 0.0, 1.0, out=P)
-    return OutOfFold(probabilities=P, folds=folds, auroc=per_tag_auroc(Y, P))
+    return OutOfFold(probabilities=P, folds=folds, auroc=per_tag_auroc(Y, P), fit_info=tuple(info))
