@@ -418,3 +418,27 @@ def test_old_file_that_cannot_be_migrated_now_is_still_read(tmp_path):
         assert store.read_latest(db, "curated_labels", "old")["labels"].tolist() == [["x", "y"]]
     finally:
         holder.close()
+
+
+def test_connections_in_this_process_in_the_other_mode(db_path):
+    store.write_audit(db_path, _run("r1"), _tables([["a"], []]))
+    with store.connect(db_path) as writer:  # a read while this process holds a read-write connection
+        assert store.read_latest(db_path, "audit_runs")["run_id"].tolist() == ["r1"]
+        writer.execute("SELECT 1").fetchall()
+    reader = duckdb.connect(db_path, read_only=True)
+    try:  # a write while this process holds a read-only connection: named, not DuckDB's bare error
+        with pytest.raises(store.StoreError, match="already open in this process in read-only mode"):
+            store.write_audit(db_path, _run("r2", 5), _tables([["b"]]))
+    finally:
+        reader.close()
+
+
+def test_file_from_a_newer_schema_version_is_left_as_it_is(db_path):
+    store.write_audit(db_path, _run("r1"), _tables([["a"], []]))
+    with duckdb.connect(db_path) as con:
+        con.execute("INSERT INTO schema_version VALUES (?, ?, NULL)", [store.SCHEMA_VERSION + 7, "future"])
+        con.execute("ALTER TABLE audit_runs ADD COLUMN future_column VARCHAR")
+    store.write_audit(db_path, _run("r2", 5), _tables([["b"], []]))
+    assert store.read_latest(db_path, "audit_runs")["run_id"].tolist() == ["r2"]
+    with duckdb.connect(db_path, read_only=True) as con:
+        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == store.SCHEMA_VERSION + 7
