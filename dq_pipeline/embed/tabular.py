@@ -201,7 +201,8 @@ def _show(value: object) -> str:
 
 def _describe_row(frame: pd.DataFrame, i: int, id_columns: Sequence[str]) -> str:
     """'row 7 (index 7, example_id='x')': position, index label and any id columns the frame has."""
-    parts = [f"index {_show(frame.index[i])}"] + [f"{c}={_show(frame[c].iloc[i])}" for c in id_columns if c in frame.columns]
+    parts = [f"index {_show(frame.index[i])}"]
+    parts += [f"{c}={_show(frame[c].iloc[i])}" for c in id_columns if c in frame.columns]
     return f"row {i} ({', '.join(parts)})"
 
 
