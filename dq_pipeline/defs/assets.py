@@ -39,6 +39,7 @@ class RawDataset:
     classes: list[str]
     n_input_rows: int
     started_at: datetime
+    source_sha256: str  # of the bytes ingested (export refuses a source that changed since)
 
     @property
     def Y(self) -> np.ndarray:
@@ -139,7 +140,10 @@ def raw_examples(
     except store.StoreError as exc:
         raise dg.Failure(description=f"cannot write the audit: {exc}") from exc
     manifest = load_manifest(datasets.folder(context.partition_key))
+    digest = source_digest(manifest)
     result = load_examples(manifest)
+    if source_digest(manifest) != digest:
+        raise dg.Failure(description=f"{manifest.source} changed while it was being read; audit it again")
     context.log.info(
         f"{manifest.name}: {result.n_input_rows} rows read from {manifest.source}, "
         f"{len(result.examples)} examples, {len(result.quarantine)} quarantined"
@@ -155,7 +159,8 @@ def raw_examples(
         "preview": dg.MetadataValue.md(markdown_table(preview)),
         "quarantine": dg.MetadataValue.md(markdown_table(result.quarantine.head(20))),
     })
-    raw = RawDataset(manifest, result.examples, result.quarantine, result.classes, result.n_input_rows, started)
+    raw = RawDataset(manifest, result.examples, result.quarantine, result.classes, result.n_input_rows, started,
+                     digest)
     context.add_output_metadata({"content_key": raw.fingerprint[:12]})  # computed once, stored with the output
     return raw
 
@@ -357,7 +362,7 @@ def curated(
         "modality": manifest.modality,
         "source": str(manifest.source),
         "n_input_rows": raw_examples.n_input_rows,
-        "source_sha256": source_digest(manifest),
+        "source_sha256": raw_examples.source_sha256,
         **counters,
         "config": settings.model_dump(),
     }

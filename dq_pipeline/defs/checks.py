@@ -134,7 +134,9 @@ def probabilities_gate_check(
 @dg.asset_check(asset="curated", blocking=True, name="nothing_lost", partitions_def=dataset_partitions,
                 pool=DUCKDB_POOL)
 def nothing_lost(context: dg.AssetCheckExecutionContext, curated: dict, curated_store: CuratedStore) -> dg.AssetCheckResult:
-    """Every input row is curated or quarantined: input rows = examples + quarantined, in DuckDB too."""
+    """Every input row is curated or quarantined: input rows = examples + quarantined. The write itself
+    enforces this inside its transaction (a violating audit is rolled back and never becomes the
+    latest); this check shows the counts as committed to DuckDB."""
     with store.connect(curated_store.path, read_only=True) as con:
         n_examples = con.execute("SELECT count(*) FROM examples WHERE dataset = ? AND run_id = ?",
                                  [curated["dataset"], curated["run_id"]]).fetchone()[0]
