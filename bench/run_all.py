@@ -20,6 +20,7 @@ SCRIPTS = [
     ("bench_embed.py", []),
     ("bench_quality.py", ["--quick"]),
     ("bench_reaudit.py", ["--repeats", "1", "--datasets", "mulan_flags", "--out", "bench/results/reaudit_quick.md"]),
+    ("bench_concurrency.py", ["--repeats", "1", "--out", "bench/results/concurrency_quick.md"]),
 ]
 
 
