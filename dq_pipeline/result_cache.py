@@ -33,7 +33,7 @@ import platform
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -126,17 +126,22 @@ def fingerprint(*parts: Any) -> str:
     return digest.hexdigest()
 
 
-def library_versions() -> list[str]:
-    """``name==version`` (or ``name absent``) of each library in ``_LIBRARIES``, plus Python's."""
+def package_pins(packages: Sequence[str]) -> list[str]:
+    """``name==version`` (or ``name absent``) of each installed distribution in ``packages``."""
     from importlib.metadata import PackageNotFoundError, version
 
-    pins = [f"python=={platform.python_implementation()}-{platform.python_version()}"]
-    for name in _LIBRARIES:
+    pins = []
+    for name in packages:
         try:
             pins.append(f"{name}=={version(name)}")
         except PackageNotFoundError:
             pins.append(f"{name} absent")
     return pins
+
+
+def library_versions() -> list[str]:
+    """``name==version`` (or ``name absent``) of each library in ``_LIBRARIES``, plus Python's."""
+    return [f"python=={platform.python_implementation()}-{platform.python_version()}", *package_pins(_LIBRARIES)]
 
 
 @functools.lru_cache(maxsize=1)

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dq_pipeline.result_cache import package_pins
+
 log = logging.getLogger(__name__)
 
 _KEY_DTYPE = "S64"  # hex sha256
@@ -65,18 +67,6 @@ _RUNTIME_PACKAGES = ("sentence-transformers", "transformers", "tokenizers", "tor
 _MODEL_MODALITY = {"all-MiniLM-L6-v2": "text", "efficientnet-lite": "image"}
 
 
-def _pins(packages: Sequence[str]) -> list[str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    pins = []
-    for package in packages:
-        try:
-            pins.append(f"{package}=={version(package)}")
-        except PackageNotFoundError:
-            pins.append(f"{package} absent")
-    return pins
-
-
 def model_identity(model_name: str, modality: str | None = None) -> str:
     """The cache namespace of a model: its name plus what pins its weights, its code and our
     preprocessing.
@@ -97,10 +87,10 @@ def model_identity(model_name: str, modality: str | None = None) -> str:
             stat = f.stat()
             digest.update(f"{f.relative_to(path) if path.is_dir() else f.name}|{stat.st_size}|"
                           f"{stat.st_mtime_ns}\n".encode())
-        identity = f"{model_name}|files:{digest.hexdigest()[:16]}|{'|'.join(_pins(_RUNTIME_PACKAGES))}"
+        identity = f"{model_name}|files:{digest.hexdigest()[:16]}|{'|'.join(package_pins(_RUNTIME_PACKAGES))}"
     else:
         packages = next((v for k, v in _MODEL_PACKAGES.items() if model_name.startswith(k)), _RUNTIME_PACKAGES)
-        identity = f"{model_name}|{'|'.join(_pins(packages))}"
+        identity = f"{model_name}|{'|'.join(package_pins(packages))}"
     if modality is None:
         modality = next((m for k, m in _MODEL_MODALITY.items() if model_name.startswith(k)), None)
     if modality == "image":
