@@ -124,24 +124,6 @@ def _joined(manifest: DatasetManifest, tags: list[str]) -> str:
     return (manifest.separator or "").join(tags)
 
 
-def corrected_frame(manifest: DatasetManifest, curated: pd.DataFrame) -> pd.DataFrame:
-    """The source rows as pandas reads them, labels replaced by ``curated`` (example_id, labels, excluded).
-
-    An in-memory view (pandas' parsing of the other columns is lossy: write files with
-    :func:`export_corrected`, which keeps every untouched byte).
-    """
-    frame = read_source(manifest)
-    plan = _plan(manifest, frame, curated)
-    column = manifest.labels_column
-    list_valued = any(isinstance(v, (list, tuple, np.ndarray)) for v in frame[column].tolist())
-    labels = frame[column].tolist()
-    for i, tags in plan.changes.items():
-        labels[i] = tags if list_valued else _joined(manifest, tags)
-    out = frame.copy()
-    out[column] = pd.Series(labels, index=out.index, dtype=object)
-    return out.loc[plan.keep].reset_index(drop=True)
-
-
 # --------------------------------------------------------------------------------------- CSV / TSV
 
 _QUOTED = re.compile(r'"[^"]*(?:""[^"]*)*"')
@@ -164,8 +146,6 @@ def _delimited_records(text: str, delim: str, columns: tuple[int, ...]):
     pandas skips) are yielded with ``n_fields = 0``. Quoting follows pandas' C parser: a field is quoted
     when it starts with ``"``; ``""`` inside is a quote; line breaks inside quotes belong to the field.
     Lines without a quote take a fast path (str.split)."""
-    d = re.escape(delim)
-    unquoted = re.compile(rf"[^{d}\r\n]*")
     blank_chars = " \t" if delim != "\t" else " "
     pos, n = 0, len(text)
     while pos < n:

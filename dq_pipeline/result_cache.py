@@ -74,14 +74,6 @@ _MAX_DESCRIPTION_BYTES = 64 << 20
 _STALE_TMP_SECONDS = 3600
 
 
-def allow_dataclass(cls: type) -> type:
-    """Let cache entries hold instances of dataclass ``cls`` (usable as a class decorator)."""
-    if not dataclasses.is_dataclass(cls) or not isinstance(cls, type):
-        raise TypeError(f"{cls!r} is not a dataclass")
-    ALLOWED_DATACLASSES[f"{cls.__module__}.{cls.__qualname__}"] = (cls.__module__, cls.__qualname__)
-    return cls
-
-
 # --------------------------------------------------------------------------------------- keys
 
 

@@ -13,7 +13,6 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import io
 import json
 import multiprocessing
 import pickle

@@ -18,7 +18,7 @@ import pytest
 from dq_pipeline.cli import main
 from dq_pipeline.embed.tabular import featurize_tabular
 from dq_pipeline.expectations import validate_raw_examples
-from dq_pipeline.ingest import MAX_ABS_VALUE, MAX_TEXT_CHARS, IngestResult, load_examples, read_source
+from dq_pipeline.ingest import MAX_ABS_VALUE, MAX_TEXT_CHARS, IngestResult, load_examples
 from dq_pipeline.manifest import ManifestError, load_manifest
 from dq_pipeline_tests.conftest import DATA, MIML_MANIFEST, TABULAR_MANIFEST, TEXT_MANIFEST, write_dataset
 

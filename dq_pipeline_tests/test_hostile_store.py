@@ -165,7 +165,7 @@ def test_read_only_file_and_read_only_folder_are_refused_before_any_work():
 def test_read_only_file_system_is_refused(tmp_path):
     db = tmp_path / "ro" / "c.duckdb"
     store.write_audit(db, _run("r1"), _tables([["a"], []]))
-    mount = f'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && exec "$2" -c "$3" "$4"'
+    mount = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && exec "$2" -c "$3" "$4"'
     out = subprocess.run(["unshare", "-rm", "sh", "-c", mount, "sh", str(db.parent), sys.executable,
                           textwrap.dedent(CHECK), str(db)], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
