@@ -5,6 +5,9 @@ Pure pandas/numpy: the Dagster ``curated`` asset only calls :func:`audit_tables`
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +47,86 @@ def payload_of(examples: pd.DataFrame, modality: str) -> list[str | None]:
     return [None] * len(examples)
 
 
+_BASE_COLUMNS = ("example_id", "row_number", "tags", "image_path")
+
+
+def _raw_values(examples: pd.DataFrame) -> list[dict]:
+    """Per tabular example: {column: raw value} of its feature columns (JSON-ready: NaN -> None)."""
+    columns = [c for c in examples.columns if c not in _BASE_COLUMNS]
+    rows = []
+    for values in zip(*(examples[c].tolist() for c in columns)) if columns else ([] for _ in range(len(examples))):
+        row = {}
+        for column, v in zip(columns, values):
+            if isinstance(v, np.generic):
+                v = v.item()
+            if v is None or (isinstance(v, float) and not math.isfinite(v)) or v is pd.NA or v is pd.NaT:
+                v = None
+            elif not isinstance(v, (str, int, float, bool)):
+                v = str(v)
+            row[str(column)] = v
+        rows.append(row)
+    return rows
+
+
+def review_payload(examples: pd.DataFrame, modality: str) -> list[str | None]:
+    """What a person judges (``examples.payload``): the full text; the image path relative to the dataset
+    folder as the source wrote it; a tabular row's raw feature values as a JSON object {column: value}."""
+    if modality == "text":
+        return [str(t) for t in examples["text"]]
+    if modality == "image":
+        return [str(p) for p in examples["image"]]
+    return [json.dumps(r, ensure_ascii=False, separators=(", ", ": ")) for r in _raw_values(examples)]
+
+
+def content_keys(examples: pd.DataFrame, modality: str) -> list[str]:
+    """sha256 (hex) of each example's content: its full text (UTF-8); its image file's bytes; a tabular
+    row's raw feature values as canonical JSON (sorted keys) — never featurized values, which change when
+    other rows change. A review decision stays valid while this key (and the given tags) are unchanged."""
+    def digest(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    if modality == "text":
+        return [digest(str(t).encode("utf-8")) for t in examples["text"]]
+    if modality == "image":
+        out = []
+        for path in examples["image_path"]:
+            h = hashlib.sha256()
+            try:
+                with open(path, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(chunk)
+            except OSError:  # ingestion checked the file; if it went since, the key says so
+                h.update(b"unreadable:" + str(path).encode("utf-8", "surrogateescape"))
+            out.append(h.hexdigest())
+        return out
+    return [digest(json.dumps(r, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+            for r in _raw_values(examples)]
+
+
+def valid_reviews(reviews: pd.DataFrame | None, example_ids: list[str], keys: list[str],
+                  given: list[list[str]]) -> list[dict | None]:
+    """Per example: its latest review decision (dict with action, labels) when still valid — recorded for
+    the same content_key and the same given tags (as a set) — else None."""
+    out: list[dict | None] = [None] * len(example_ids)
+    if reviews is None or len(reviews) == 0:
+        return out
+    latest = {}
+    for r in reviews.sort_values("reviewed_at", kind="stable").to_dict("records"):
+        latest[str(r["example_id"])] = r  # the later row wins
+    for i, (ex_id, key, tags) in enumerate(zip(example_ids, keys, given)):
+        r = latest.get(ex_id)
+        if r is None or r.get("content_key") != key:
+            continue
+        recorded = r.get("given_labels")
+        recorded = [] if recorded is None or isinstance(recorded, float) else list(recorded)
+        if set(recorded) != set(tags):
+            continue
+        labels = r.get("labels")
+        out[i] = {"action": r["action"],
+                  "labels": [] if labels is None or isinstance(labels, float) else [str(t) for t in labels]}
+    return out
+
+
 def curated_labels(
     example_ids: list[str],
     Y: np.ndarray,
@@ -52,8 +135,14 @@ def curated_labels(
     outliers: DetectorResult,
     duplicates: DetectorResult,
     policy: CurationPolicy,
+    decisions: list[dict | None] | None = None,
 ) -> pd.DataFrame:
-    """One row per example: corrected labels, whether it is excluded, and why (empty when unchanged)."""
+    """One row per example: corrected labels, whether it is excluded, and why (empty when unchanged).
+
+    ``decisions`` (per example, a valid review decision or None, see :func:`valid_reviews`) come first:
+    review > suggestion > given. ``exclude`` excludes (given tags kept, reason 'review: exclude');
+    ``keep`` the given tags; ``accept`` / ``set`` the tags decided (for accept: the suggestion the
+    reviewer accepted); a reviewed example is never excluded by the policy."""
     n = len(example_ids)
     reasons: list[list[str]] = [[] for _ in range(n)]
     excluded = np.zeros(n, dtype=bool)
@@ -73,9 +162,24 @@ def curated_labels(
             if i != keep:
                 excluded[i] = True
                 reasons[i].append(f"excluded: near-duplicate of {example_ids[keep]}")
+    labels = tags_from_matrix(S, classes)
+    given = tags_from_matrix(Y, classes)
+    order = {c: j for j, c in enumerate(classes)}
+    for i, decision in enumerate(decisions or []):
+        if decision is None:
+            continue
+        action = decision["action"]
+        if action == "exclude":
+            labels[i], excluded[i] = given[i], True
+        elif action == "keep":
+            labels[i], excluded[i] = given[i], False
+        else:
+            labels[i] = sorted(set(decision["labels"]), key=lambda t: (order.get(t, len(order)), t))
+            excluded[i] = False
+        reasons[i] = [f"review: {action}"]
     return pd.DataFrame({
         "example_id": example_ids,
-        "labels": tags_from_matrix(S, classes),
+        "labels": labels,
         "excluded": excluded,
         "reason": ["; ".join(r) for r in reasons],
     })
@@ -94,13 +198,20 @@ def audit_tables(
     outliers: DetectorResult,
     duplicates: DetectorResult,
     policy: CurationPolicy = CurationPolicy(),
+    reviews: pd.DataFrame | None = None,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, float | int]]:
     """Build every table of one audit (without dataset/run_id) and the audit_runs counters.
 
     Y, P: (N, K) given tags and out-of-fold probabilities; detector results are over the same N rows.
+    ``reviews``: the dataset's review decisions (columns example_id, action, labels, content_key,
+    given_labels, reviewed_at; the latest per example applies). Valid ones (same content and given tags)
+    are applied in ``curated_labels`` and close the example's issues: the health score and
+    ``n_open_issues`` count open issues only.
     """
     n, k = Y.shape
     ids = examples["example_id"].astype(str).tolist()
+    keys = content_keys(examples, modality)
+    decisions = valid_reviews(reviews, ids, keys, tags_from_matrix(Y, classes))
     id_arr = np.asarray(ids, dtype=object)
     cls_arr = np.asarray(classes, dtype=object)
     tag_flags = tag_flag_matrix(label.details, (n, k))
@@ -137,7 +248,8 @@ def audit_tables(
         "near_duplicate_group": pd.array(np.where(group >= 0, group, 0), dtype="Int32"),
         "is_near_duplicate": duplicates.flags,
         "near_duplicate_conflict": conflict,
-        "payload": payload_of(examples, modality),
+        "payload": review_payload(examples, modality),
+        "content_key": keys,
     })
     example_rows.loc[group < 0, "near_duplicate_group"] = pd.NA
 
@@ -156,15 +268,21 @@ def audit_tables(
     summary = class_summary(Y, S, label.details, classes, list(auroc))
     confusions = confusion_pairs(label.details, classes)
     curated = curated_labels(
-        ids, Y, S, classes, outliers, duplicates, policy
+        ids, Y, S, classes, outliers, duplicates, policy, decisions
     )
+    decided = np.array([d is not None for d in decisions], dtype=bool)
     flags = {"label_issue": label.flags, "ambiguous": ambiguous.flags, "outlier": outliers.flags,
              "near_duplicate": duplicates.flags}
+    open_issue = np.zeros(n, dtype=bool)
+    for f in flags.values():
+        open_issue |= np.asarray(f, dtype=bool)
+    open_issue &= ~decided
     counters = {
         "n_examples": n,
         "n_quarantined": len(quarantine),
         "n_classes": k,
-        "health_score": float(health_score(flags)),
+        "health_score": float(health_score({"open_issue": open_issue})),
+        "n_open_issues": int(open_issue.sum()),
         "n_label_issues": int(label.flags.sum()),
         "n_ambiguous": int(ambiguous.flags.sum()),
         "n_outliers": int(outliers.flags.sum()),

@@ -93,6 +93,32 @@ COMMENTS = {
 }
 
 
+#: Table ``reviews`` (version 3): one row per human decision, append-only; the latest row per
+#: (dataset, example_id) is the decision. It is valid for an audit while the example's content_key and
+#: given tags equal the ones recorded here.
+REVIEWS_DDL = """
+    dataset VARCHAR NOT NULL, example_id VARCHAR NOT NULL, action VARCHAR NOT NULL, labels VARCHAR[],
+    run_id VARCHAR, content_key VARCHAR, given_labels VARCHAR[], reviewed_at TIMESTAMP, reviewer VARCHAR"""
+
+#: Column comments added by version 3 (health_score's is restated: it counts open issues from v3 on).
+COMMENTS_V3 = {
+    ("examples", "content_key"): "sha256 of the example's content (text; image file bytes; tabular raw "
+                                 "feature values as canonical JSON); a review stays valid while it is unchanged",
+    ("examples", "payload"): "what a person judges: the full text, the image path relative to the dataset "
+                             "folder, or a JSON object of the tabular row's raw feature values",
+    ("audit_runs", "folder"): "absolute path of the dataset folder audited (images are served only from inside it)",
+    ("audit_runs", "n_open_issues"): "examples flagged by a detector with no valid review decision",
+    ("audit_runs", "health_score"): "fraction of examples with no open issue (no detector flag, or a valid "
+                                    "review decision); 0-1, high = healthy",
+    ("reviews", "action"): "accept (the suggested tags) | keep (the given tags) | exclude (drop the example) | "
+                           "set (the labels given)",
+    ("reviews", "labels"): "the tags decided ([] for exclude)",
+    ("reviews", "run_id"): "the audit the reviewer saw",
+    ("reviews", "content_key"): "examples.content_key when reviewed",
+    ("reviews", "given_labels"): "the example's given tags when reviewed",
+}
+
+
 def _columns(ddl: str) -> list[tuple[str, str]]:
     """``"a VARCHAR NOT NULL, b DOUBLE"`` -> ``[("a", "VARCHAR"), ("b", "DOUBLE")]`` (no commas in types)."""
     out = []
@@ -136,6 +162,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE audit_runs ADD COLUMN IF NOT EXISTS source_sha256 VARCHAR",
         _comment("audit_runs", "source_sha256",
                  "sha256 (hex) of the source file bytes the audit read; export refuses when the file differs"),
+    )),
+    Migration(3, "reviews (human decisions); examples.content_key; audit_runs.folder, n_open_issues; "
+                 "latest_examples gains review_action, reviewed_labels, is_open_issue, reopened_reason", (
+        f"CREATE TABLE IF NOT EXISTS reviews ({REVIEWS_DDL})",
+        "ALTER TABLE examples ADD COLUMN IF NOT EXISTS content_key VARCHAR",
+        "ALTER TABLE audit_runs ADD COLUMN IF NOT EXISTS folder VARCHAR",
+        "ALTER TABLE audit_runs ADD COLUMN IF NOT EXISTS n_open_issues BIGINT",
+        *(_comment(t, c, text) for (t, c), text in COMMENTS_V3.items()),
+        "COMMENT ON TABLE reviews IS "
+        + _literal("append-only human decisions; the latest row per (dataset, example_id) is the decision"),
     )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
@@ -390,11 +426,45 @@ def ensure_schema(con: Any) -> None:
             raise
 
 
+#: Latest review per (dataset, example_id), every row (valid or not); ties on reviewed_at: the later row.
+_LATEST_REVIEWS_SQL = """CREATE OR REPLACE VIEW latest_reviews AS
+           SELECT * FROM reviews
+           QUALIFY row_number() OVER (PARTITION BY dataset, example_id ORDER BY reviewed_at DESC, rowid DESC) = 1"""
+
+#: ``latest_examples`` from version 3: the latest audit's examples with the latest review decision.
+#: A decision is valid while its content_key and given tags (as a set) equal the example's; else the
+#: example is re-opened (``reopened_reason``). Open issue = any detector flag and no valid decision.
+_LATEST_EXAMPLES_SQL = """CREATE OR REPLACE VIEW latest_examples AS
+    SELECT * EXCLUDE (_valid, _reviewed, _action, _content_changed),
+           CASE WHEN _valid THEN _action END AS review_action,
+           CASE WHEN _valid THEN _reviewed END AS reviewed_labels,
+           (coalesce(is_label_issue, false) OR coalesce(is_ambiguous, false) OR coalesce(is_outlier, false)
+            OR coalesce(is_near_duplicate, false)) AND NOT _valid AS is_open_issue,
+           CASE WHEN _action IS NULL OR _valid THEN NULL
+                WHEN _content_changed THEN 'content changed since review'
+                ELSE 'given tags changed since review' END AS reopened_reason
+    FROM (
+        SELECT e.*, r.action AS _action, r.labels AS _reviewed,
+               (r.content_key IS DISTINCT FROM e.content_key OR e.content_key IS NULL) AS _content_changed,
+               coalesce(r.action IS NOT NULL AND r.content_key = e.content_key
+                        AND list_sort(list_distinct(coalesce(r.given_labels, [])))
+                            = list_sort(list_distinct(coalesce(e.given_labels, []))), false) AS _valid
+        FROM examples e
+        JOIN latest_audit_runs a ON a.dataset = e.dataset AND a.run_id = e.run_id
+        LEFT JOIN latest_reviews r ON r.dataset = e.dataset AND r.example_id = e.example_id
+    ) t"""
+
+
 def _create_views(con: Any) -> None:
     con.execute(_LATEST_RUNS_SQL)
     for name in TABLES:
         if name != "audit_runs":
             con.execute(_LATEST_TABLE_SQL.format(name=name))
+    has_reviews = con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND "
+                              "table_name = ?", ["reviews"]).fetchone()[0]
+    if has_reviews:  # version 3 on
+        con.execute(_LATEST_REVIEWS_SQL)
+        con.execute(_LATEST_EXAMPLES_SQL)
 
 
 def _rollback(con: Any, exc: BaseException) -> None:
@@ -511,4 +581,31 @@ def read_latest(db_path: str | Path, table: str, dataset: str | None = None,
     for column in frame.columns:  # VARCHAR[] arrives as numpy arrays: hand out plain lists
         if frame[column].dtype == object and frame[column].map(lambda v: hasattr(v, "tolist")).any():
             frame[column] = frame[column].map(lambda v: v.tolist() if hasattr(v, "tolist") else v)
+    return frame
+
+
+REVIEW_COLUMNS = ["dataset", "example_id", "action", "labels", "run_id", "content_key", "given_labels",
+                  "reviewed_at", "reviewer"]
+
+
+def read_reviews(db_path: str | Path, dataset: str | None = None, latest: bool = True) -> pd.DataFrame:
+    """Review decisions (table ``reviews``, tags as lists), ordered by reviewed_at.
+
+    ``latest``: only the latest decision per (dataset, example_id) (what applies), else every row. A
+    missing file, or one from before version 3 that cannot be migrated now, has none (an empty frame).
+    """
+    if not Path(db_path).exists():
+        return pd.DataFrame(columns=REVIEW_COLUMNS)
+    with connect(db_path, read_only=True) as con:
+        if _version(con) < 3:
+            return pd.DataFrame(columns=REVIEW_COLUMNS)
+        sql = f"SELECT {', '.join(REVIEW_COLUMNS)} FROM {'latest_reviews' if latest else 'reviews'}"
+        params: list[Any] = []
+        if dataset is not None:
+            sql += " WHERE dataset = ?"
+            params.append(dataset)
+        frame = con.execute(sql + " ORDER BY reviewed_at, example_id", params).df()
+    for column in ("labels", "given_labels"):
+        frame[column] = [list(v) if v is not None and not (isinstance(v, float) and v != v) else None
+                         for v in frame[column]]
     return frame

@@ -391,7 +391,8 @@ def test_previous_schema_file_is_migrated_and_old_audits_stay_readable(tmp_path)
     labels = store.read_latest(db, "curated_labels").set_index("dataset")["labels"]
     assert labels["old"] == ["x", "y"] and labels["new"] == ["z"]
     with duckdb.connect(str(db), read_only=True) as con:
-        assert con.execute("SELECT version FROM schema_version ORDER BY 1").fetchall() == [(1,), (2,)]
+        versions = con.execute("SELECT version FROM schema_version ORDER BY 1").fetchall()
+        assert versions == [(m.version,) for m in store.MIGRATIONS]
         comment = con.execute("SELECT comment FROM duckdb_columns() WHERE table_name = 'audit_runs' "
                               "AND column_name = 'source_sha256'").fetchone()[0]
         assert "sha256" in comment

@@ -347,11 +347,16 @@ def curated(
             metadata={"failed_gates": [g.gate for g in failed]},
         )
     manifest = raw_examples.manifest
+    try:  # the dataset's review decisions: valid ones are applied and close their examples' issues
+        reviews = store.read_reviews(curated_store.path, manifest.name)
+    except store.StoreError as exc:
+        raise dg.Failure(description=f"cannot read the review decisions: {exc}") from exc
     tables, counters = audit_tables(
         raw_examples.examples, raw_examples.quarantine, raw_examples.classes, manifest.modality,
         oof_probabilities.Y, oof_probabilities.P, oof_probabilities.auroc,
         label_issues, ambiguous_examples, outliers, near_duplicates,
         CurationPolicy(settings.exclude_outliers, settings.keep_one_per_duplicate_group),
+        reviews=reviews,
     )
     run = {
         "run_id": context.run_id,
@@ -363,6 +368,7 @@ def curated(
         "source": str(manifest.source),
         "n_input_rows": raw_examples.n_input_rows,
         "source_sha256": raw_examples.source_sha256,
+        "folder": str(Path(manifest.folder).resolve()),
         **counters,
         "config": settings.model_dump(),
     }
