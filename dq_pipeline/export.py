@@ -1,7 +1,7 @@
 """Write the corrected dataset in the source's own format, ready to replace the original file.
 
-Only what the audit corrected changes: the labels cell of changed rows is rewritten, excluded rows are
-dropped, and every other byte is the source's own — CSV/TSV and JSONL are edited as text (BOM, line
+Only what the audit and the latest valid review decisions (even those taken after the audit) corrected
+changes: the labels cell of changed rows is rewritten, excluded rows are dropped, and every other byte is the source's own — CSV/TSV and JSONL are edited as text (BOM, line
 endings, quoting, number spellings, "NA"/"null" cells and key order kept), parquet is rewritten with
 pyarrow keeping the schema and values of every other column. Export refuses (:class:`ExportError`) when
 the source file is no longer the one the latest audit read (its sha256 differs), since rows would be
@@ -465,6 +465,45 @@ def check_output_path(out: str | Path, manifest: DatasetManifest, db_path: str |
     return path
 
 
+def _latest_decisions(db_path: str | Path, dataset: str, run_id: str) -> pd.DataFrame:
+    """example_id, review_action, reviewed_labels of the latest audit's examples with a valid review
+    decision (taken before or after the audit); empty for a file from before reviews existed."""
+    from dq_pipeline import store
+
+    try:
+        rows = store.read_latest(db_path, "examples", dataset,
+                                 columns=["run_id", "example_id", "review_action", "reviewed_labels"])
+    except ValueError:  # a file from before schema version 3 that could not be migrated now: no reviews
+        return pd.DataFrame(columns=["example_id", "review_action", "reviewed_labels"])
+    rows = rows[rows["review_action"].notna() & (rows["run_id"] == run_id)]
+    return rows.drop(columns="run_id")
+
+
+def apply_reviews(curated: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
+    """``curated`` (example_id, labels, excluded, ...) with the latest valid review decisions applied:
+    'exclude' excludes the example, 'keep' / 'accept' / 'set' write the tags decided (reviewed_labels)
+    and un-exclude it (review > suggestion > given)."""
+    if decisions is None or decisions.empty or curated.empty:
+        return curated
+    by_id = {str(e): (a, lab) for e, a, lab in zip(decisions["example_id"], decisions["review_action"],
+                                                    decisions["reviewed_labels"])}
+    curated = curated.copy()
+    labels, excluded, reasons = list(curated["labels"]), list(curated["excluded"]), list(curated["reason"])
+    for i, ex_id in enumerate(curated["example_id"]):
+        found = by_id.get(str(ex_id))
+        if found is None:
+            continue
+        action, decided = found
+        if action == "exclude":
+            excluded[i] = True
+        else:
+            labels[i] = [str(t) for t in (decided if decided is not None else [])]
+            excluded[i] = False
+        reasons[i] = f"review: {action}"
+    curated["labels"], curated["excluded"], curated["reason"] = labels, excluded, reasons
+    return curated
+
+
 def export_dataset(dataset: str, out: str | Path, data_dir: str | Path, db_path: str | Path) -> ExportSummary:
     """``dq-pipeline export``: the latest audit's corrections of ``data_dir/dataset`` written to ``out``.
 
@@ -495,6 +534,7 @@ def export_dataset(dataset: str, out: str | Path, data_dir: str | Path, db_path:
     rows = store.read_latest(db_path, "examples", dataset, columns=["run_id", "example_id", "row_number"])
     if len(rows) == len(curated) and set(rows["run_id"]) == set(curated["run_id"]):
         curated = curated.merge(rows.drop(columns="run_id"), on="example_id", how="left")
+    curated = apply_reviews(curated, _latest_decisions(db_path, dataset, run["run_id"]))
     if curated.empty or set(curated["run_id"]) != {run["run_id"]}:
         raise ExportError(f"the latest audit of {dataset!r} in {db_path} (run {run['run_id']}) has no curated "
                           "labels (or another audit finished meanwhile); re-run the export or the audit")
