@@ -110,6 +110,42 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reviews(args: argparse.Namespace) -> int:
+    """``reviews export`` / ``reviews import``: exit 0 done; 2 bad input (file, line and value named) or an
+    unusable --db (nothing imported); 1 writing --out failed."""
+    from dq_pipeline import review
+    from dq_pipeline.store import StoreError
+
+    try:
+        if args.reviews_command == "import":
+            n = review.import_reviews(args.db, args.file)
+            print(f"imported {n} review decision(s) from {args.file} into {args.db}")
+            return 0
+        out = args.out
+        fmt = "jsonl" if out and Path(out).suffix.lower() in (".jsonl", ".ndjson") else "csv"
+        if out and Path(out).suffix.lower() not in (".csv", ".jsonl", ".ndjson"):
+            print(f"error: --out {out}: expected a .csv or .jsonl file name", file=sys.stderr)
+            return 2
+        if not Path(args.db).exists():
+            print(f"error: no DuckDB file at {args.db}; pass --db (or set DQ_DUCKDB_PATH)", file=sys.stderr)
+            return 2
+        frame = review.export_reviews(args.db, args.dataset)
+        if not out:
+            review.write_reviews(frame, sys.stdout, fmt)
+            return 0
+        try:
+            with open(out, "w", encoding="utf-8", newline="") as fh:
+                review.write_reviews(frame, fh, fmt)
+        except OSError as exc:
+            print(f"error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {len(frame)} review decision(s) to {out} ({fmt})", file=sys.stderr)
+        return 0
+    except (review.ReviewError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dq_pipeline.store import default_db_path
 
@@ -145,6 +181,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=os.environ.get("DQ_DATA_DIR", "data"))
     p.add_argument("--db", default=default_db_path(), help=db_help)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("reviews", help="export or import review decisions (table reviews) as CSV or JSONL",
+                       description="Review decisions in bulk: export every decision, or import a file of "
+                                   "them (columns dataset, example_id, action, labels, reviewer; CSV tags "
+                                   "'|'-joined), all or nothing.")
+    reviews_sub = p.add_subparsers(dest="reviews_command", required=True)
+    q = reviews_sub.add_parser("export", help="write the decisions (default: CSV to stdout)")
+    q.add_argument("--dataset", default=None, help="only this dataset's decisions")
+    q.add_argument("--out", default=None, help="output file, .csv (tags '|'-joined) or .jsonl (lists)")
+    q.add_argument("--db", default=default_db_path(), help=db_help)
+    q.set_defaults(func=cmd_reviews)
+    q = reviews_sub.add_parser("import", help="store the decisions of a .csv or .jsonl file (all or nothing)")
+    q.add_argument("file", help="FILE.csv or FILE.jsonl")
+    q.add_argument("--db", default=default_db_path(), help=db_help)
+    q.set_defaults(func=cmd_reviews)
     return parser
 
 
