@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export DAGSTER_TELEMETRY_DISABLED := 1
 export GX_ANALYTICS_ENABLED := False
 
-.PHONY: install browser demo test ui bench clean
+.PHONY: install browser demo test ui review bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ test: install browser
 ui: install
 	mkdir -p .dagster_home && cp .dagster/dagster.yaml .dagster_home/dagster.yaml
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+## Review flagged examples in the browser: http://127.0.0.1:8765 over data/curated.duckdb (after `make demo`).
+review: install
+	$(BIN)/dq-pipeline review
 
 ## Benchmarks (quality and speed vs cleanlab); results land in bench/results/.
 bench: install

@@ -56,6 +56,49 @@ def _manifest_problem(folder: Path) -> str | None:
     return None
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    """Serve the review app over --db until Ctrl-C. Exit 2 when the DuckDB file is missing or the port is
+    taken. A fresh random token guards every state-changing request (see README, "Reviewing flagged
+    examples"): printed here and written to ``<db>.review-token`` (mode 0600), removed at exit."""
+    import secrets
+    import socket
+
+    import uvicorn
+
+    from dq_pipeline.review_app import TOKEN_HEADER, create_app, token_file_for
+
+    db = Path(args.db)
+    if not db.is_file():
+        print(f"error: no DuckDB file at {db}: audit a dataset first (dq-pipeline audit data/<dataset>) or pass "
+              "--db", file=sys.stderr)
+        return 2
+    try:  # fail early and plainly when the port is taken
+        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as s:
+            s.bind((args.host, args.port))
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    loopback = args.host in ("127.0.0.1", "localhost", "::1")
+    token = secrets.token_urlsafe(32)
+    token_file = token_file_for(db)
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    os.chmod(token_file, 0o600)
+    app = create_app(db, token=token, allowed_hosts=None if not loopback else ("127.0.0.1", "localhost", "[::1]"))
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"review app for {db.resolve()} on http://{shown}:{args.port}/  (Ctrl-C stops it)")
+    print(f"scripts: send header {TOKEN_HEADER}: {token}  (also in {token_file})", flush=True)
+    if not loopback:
+        print(f"warning: listening on {args.host}, not loopback: anyone who can reach this port can read the "
+              "audit; decisions still need the token", file=sys.stderr)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    finally:
+        token_file.unlink(missing_ok=True)
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     folder = Path(args.path)
     if not folder.is_dir():
@@ -172,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=default_db_path(), help=db_help)
     p.add_argument("--verbose", action="store_true", help=verbose_help)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("review", help="serve the review web app (queue, example cards, decisions) over the DuckDB file",
+                       description="Web app to review flagged examples and store decisions (table reviews); "
+                                   "binds 127.0.0.1 by default. POSTs need the per-start token it prints.")
+    p.add_argument("--db", default=default_db_path(), help=db_help)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    p.set_defaults(func=cmd_review)
 
     p = sub.add_parser("export", help="write a dataset's corrected labels in its original source format",
                        description="Reads latest_curated_labels and writes the source file with corrected "
