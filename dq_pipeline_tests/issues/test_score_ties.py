@@ -1,0 +1,168 @@
+"""Scores rank: the 'ensemble' label quality keeps the joint score's order without mass ties near 0, and the
+worst-examples table in the Dagster metadata shows flagged examples first and says why unflagged rows appear."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dq_pipeline import metadata as md
+from dq_pipeline.issues import label_issues as li
+from dq_pipeline.issues.base import DetectorResult
+
+DATA = Path(__file__).resolve().parents[2] / "data"
+
+
+def old_joint_score(Y, P_cooc, P_knn):
+    """The 'ensemble' score as it was before log space: sqrt(product x min), computed directly."""
+    S_c, S_k = li.self_confidence(Y, P_cooc), li.self_confidence(Y, P_knn)
+    return np.clip(np.sqrt(np.prod(S_c, axis=1) * S_k.min(axis=1)), 0.0, 1.0)
+
+
+def test_quality_is_a_strictly_increasing_map_of_the_joint_score():
+    rng = np.random.default_rng(0)
+    Y = rng.random((400, 12)) < 0.2
+    P_cooc, P_knn = rng.random(Y.shape) ** 3, rng.random(Y.shape) ** 3
+    old = old_joint_score(Y, P_cooc, P_knn)
+    new = li.combine_evidence(Y, P_cooc, P_knn).scores
+    np.testing.assert_allclose(new, old ** (1 / li.QUALITY_ROOT), rtol=1e-9)
+    assert (np.argsort(old, kind="stable") == np.argsort(new, kind="stable")).all()
+    assert ((new > 0) & (new <= 1)).all()
+    perfect = li.combine_evidence(Y, Y.astype(float), Y.astype(float)).scores
+    np.testing.assert_allclose(perfect, 1.0)
+
+
+def test_many_tags_neither_underflow_nor_tie_at_zero():
+    """2,000 tags of doubtful states: the direct product underflows to exactly 0 for most examples (a mass
+    tie); in log space every example keeps a distinct positive quality, worse as its tags get worse."""
+    rng = np.random.default_rng(1)
+    Y = np.zeros((50, 2000), dtype=bool)
+    P = np.clip(rng.random(Y.shape) * 0.2 + np.linspace(0.1, 0.7, 50)[:, None], 0, 1)  # row i: worse as i grows
+    assert (old_joint_score(Y, P, P) == 0).sum() > 25
+    new = li.combine_evidence(Y, P, P).scores
+    assert (new > 0).all() and len(np.unique(new)) == 50
+    assert (np.diff(new) < 0).all()
+    # a probability rounded to exactly 1 for an absent tag is floored, not log(0) = -inf
+    P[:, 0] = 1.0
+    assert np.isfinite(li.log_joint_score(li.self_confidence(Y, P), li.self_confidence(Y, P))).all()
+
+
+@pytest.fixture(scope="module")
+def goemotions_evidence(tmp_path_factory):
+    from dq_pipeline.embed.cache import EmbeddingCache
+    from dq_pipeline.embed.text import embed_texts_cached
+    from dq_pipeline.ingest import load_examples, tags_matrix
+    from dq_pipeline.manifest import load_manifest
+    from dq_pipeline.model import out_of_fold_probabilities
+
+    raw = load_examples(load_manifest(DATA / "goemotions_sample"))
+    Y = tags_matrix(raw.examples["tags"], raw.classes).astype(bool)
+    X = embed_texts_cached(list(raw.examples["text"]), cache=EmbeddingCache(tmp_path_factory.mktemp("emb")))
+    P = out_of_fold_probabilities(X, Y).probabilities
+    votes = li.knn_tag_votes(X, Y)
+    P_cooc = li.stacked_probabilities(Y, P, use_other_tags=True, extra=votes, seed=0)
+    P_knn = (1 - li.DEFAULT_KNN_WEIGHT) * P + li.DEFAULT_KNN_WEIGHT * votes
+    return Y, P_cooc, P_knn, list(raw.examples["text"])
+
+
+def test_goemotions_flagged_examples_rank_and_read_well(goemotions_evidence):
+    """The bundled GoEmotions sample (1,261 comments, 28 tags). Before: the 15 worst read 0.000 and 113
+    examples scored below 0.0005. Criterion: same order as the joint score; no two flagged examples share a
+    score unless their texts are the same; nothing below 0.001; the 15 worst read distinct at 3 significant
+    digits; fewer than 10% of flagged examples share their value at 4 decimal places (the birthday bound for
+    ~380 values spread over [0.03, 0.8] at 1e-4 is about 5%; the old scores: 57%)."""
+    Y, P_cooc, P_knn, texts = goemotions_evidence
+    old = old_joint_score(Y, P_cooc, P_knn)
+    result = li.combine_evidence(Y, P_cooc, P_knn)
+    new, flags = result.scores, result.flags
+    assert (np.argsort(old, kind="stable") == np.argsort(new, kind="stable")).all()
+    assert flags.sum() > 100
+    assert (old < 5e-4).sum() > 50 and (new < 1e-3).sum() == 0
+    v = new[flags]
+    values, counts = np.unique(v, return_counts=True)
+    for tied in values[counts > 1]:
+        assert len({texts[i].lower() for i in np.flatnonzero(new == tied)}) == 1
+    rounded = np.round(v, 4)
+    u4, c4 = np.unique(rounded, return_counts=True)
+    assert (c4[np.searchsorted(u4, rounded)] > 1).mean() < 0.10
+    worst = np.sort(new)[: md.WORST_ROWS]
+    assert len({md.significant(x) for x in worst}) == md.WORST_ROWS
+    assert all(md.significant(x) != "0" for x in worst)
+
+
+def _raw(examples: pd.DataFrame, modality: str):
+    return SimpleNamespace(examples=examples, manifest=SimpleNamespace(modality=modality))
+
+
+def _table(meta) -> str:
+    return meta["worst_examples"].value
+
+
+def test_worst_order_puts_flagged_first_and_pads_only_when_needed():
+    scores = np.array([0.1, 0.05, 0.5, 0.2, 0.01, 0.3])
+    flags = np.array([False, True, True, False, False, True])
+    assert md.worst_order(scores, flags, n=4).tolist() == [1, 5, 2, 4]
+    assert md.worst_order(scores, flags, n=2).tolist() == [1, 5]
+    assert md.worst_order(scores, np.zeros(6, bool), n=3).tolist() == [4, 1, 0]
+
+
+def test_worst_table_marks_unflagged_padding_with_a_caption_and_shows_the_text():
+    n = 30
+    scores = np.linspace(0.001, 0.9, n)
+    flags = np.zeros(n, dtype=bool)
+    flags[[5, 20]] = True  # two flagged examples scoring *higher* than unflagged ones
+    ex = pd.DataFrame({"example_id": [f"e{i}" for i in range(n)], "text": [f"comment number {i}" for i in range(n)],
+                       "tags": [["a"]] * n})
+    preds = SimpleNamespace(Y=np.ones((n, 1), dtype=np.uint8), classes=["a"])
+    result = DetectorResult(scores=scores, flags=flags, summary={}, details=None)
+    table = _table(md.detector_metadata("ambiguous", result, _raw(ex, "text"), preds))
+    rows = [line for line in table.splitlines() if line.startswith("|")][2:]
+    assert len(rows) == md.WORST_ROWS
+    assert "e5" in rows[0] and "e20" in rows[1] and "yes" in rows[0] and "yes" in rows[1]
+    assert all("| no " in r for r in rows[2:]) and "e0 " in rows[2]
+    assert "comment number 5" in rows[0]
+    assert "flagged" in table.splitlines()[0]
+    assert "2 of 2 flagged examples" in table and "13 lowest-scoring *unflagged* examples" in table
+    assert "a low score alone does not flag" in table
+    assert "| 0.001 " in rows[2] or "0.001 " in rows[2]  # 3 significant digits, not 0.000
+
+
+def test_worst_table_of_many_flagged_shows_only_flagged_and_label_columns():
+    n = 40
+    rng = np.random.default_rng(3)
+    scores = rng.random(n) * 1e-3  # tiny scores still read with 3 significant digits
+    flags = np.ones(n, dtype=bool)
+    Y = np.zeros((n, 2), dtype=np.uint8)
+    Y[:, 0] = 1
+    details = pd.DataFrame({"example_index": np.arange(n), "tag_index": np.zeros(n, int), "given": True,
+                            "probability": 0.01, "kind": "incorrect", "score": 0.01})
+    ex = pd.DataFrame({"example_id": [f"i{i}" for i in range(n)], "image": [f"img/{i}.jpg" for i in range(n)],
+                       "tags": [["a"]] * n})
+    result = DetectorResult(scores=scores, flags=flags, summary={"method": "ensemble"}, details=details)
+    meta = md.detector_metadata("label_issues", result, _raw(ex, "image"), SimpleNamespace(Y=Y, classes=["a", "b"]))
+    table = _table(meta)
+    rows = [line for line in table.splitlines() if line.startswith("|")][2:]
+    assert len(rows) == md.WORST_ROWS and all("yes" in r for r in rows)
+    worst = np.argsort(scores)[0]
+    assert f"i{worst} " in rows[0] and f"img/{worst}.jpg" in rows[0]
+    assert md.significant(scores[worst]) in rows[0] and "0.000 " not in table
+    assert f"15 of {n} flagged examples" in table and "unflagged" not in table
+
+
+def test_tabular_payload_shows_the_most_unusual_feature_values():
+    ex = pd.DataFrame({"example_id": ["r0", "r1", "r2", "r3"], "tags": [[]] * 4,
+                       "height": [1.0, 1.1, 0.9, 50.0], "width": [2.0, 2.0, 2.1, 2.0],
+                       "colour": ["red", "blue", "red", "red"], "a": [0.0] * 4, "b": [1.0] * 4})
+    payload = md.tabular_payload(ex, ["height", "width", "colour", "a", "b"], np.array([3, 1]))
+    assert payload[0].startswith("height=50") and payload[0].endswith("…")
+    assert payload[0].count("=") == md.PAYLOAD_FEATURES
+    assert "colour=blue" in payload[1]
+
+
+def test_significant_digits():
+    assert md.significant(0.0265123) == "0.0265"
+    assert md.significant(0.28712) == "0.287"
+    assert md.significant(4.9469e-07) == "4.95e-07"
+    assert md.significant(1.0) == "1"
