@@ -61,6 +61,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     taken. A fresh random token guards every state-changing request (see README, "Reviewing flagged
     examples"): printed here and written to ``<db>.review-token`` (mode 0600), removed at exit."""
     import secrets
+    import signal
     import socket
 
     import uvicorn
@@ -92,8 +93,12 @@ def cmd_review(args: argparse.Namespace) -> int:
     if not loopback:
         print(f"warning: listening on {args.host}, not loopback: anyone who can reach this port can read the "
               "audit; decisions still need the token", file=sys.stderr)
+    # uvicorn re-raises SIGTERM after its graceful shutdown: make that an exit that runs the cleanup
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    except KeyboardInterrupt:
+        pass
     finally:
         token_file.unlink(missing_ok=True)
     return 0
