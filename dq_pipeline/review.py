@@ -319,12 +319,13 @@ def record_review(db_path: str | Path, dataset: str, example_id: str, action: st
     if action not in ACTIONS:
         raise ReviewError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
     with store.connect(db_path) as con:
-        run = _latest_run(con, dataset)
         found = _rows(con, _EXAMPLE_SQL, [dataset, str(example_id)])
         if not found:
+            _latest_run(con, dataset)  # an unknown dataset says so
             raise ReviewError(f"unknown example {example_id!r} in the latest audit of {dataset!r}", 404)
         example = found[0]
-        decided = _decided_labels(action, labels, example, _classes(con, dataset, run["run_id"]))
+        classes = _classes(con, dataset, example["run_id"]) if action == "set" else []
+        decided = _decided_labels(action, labels, example, classes)
         row = {"dataset": dataset, "example_id": example["example_id"], "action": action, "labels": decided,
                "run_id": example["run_id"], "content_key": example["content_key"],
                "given_labels": list(example["given_labels"] or []), "reviewed_at": _now(), "reviewer": who}
