@@ -301,6 +301,12 @@ def _decided_labels(action: Any, labels: Any, example: dict, classes: list[str])
     return [c for c in classes if c in chosen]
 
 
+def _require_content_key(example: dict, dataset: str) -> None:
+    if not example.get("content_key"):
+        raise ReviewError(f"the latest audit of {dataset!r} predates review decisions (its examples have no "
+                          "content_key, so a decision could never be kept): re-audit the dataset first")
+
+
 _EXAMPLE_SQL = ("SELECT dataset, example_id, run_id, content_key, given_labels, suggested_labels FROM latest_examples "
                 "WHERE dataset = ? AND example_id = ?")
 
@@ -324,6 +330,7 @@ def record_review(db_path: str | Path, dataset: str, example_id: str, action: st
             _latest_run(con, dataset)  # an unknown dataset says so
             raise ReviewError(f"unknown example {example_id!r} in the latest audit of {dataset!r}", 404)
         example = found[0]
+        _require_content_key(example, dataset)
         classes = _classes(con, dataset, example["run_id"]) if action == "set" else []
         decided = _decided_labels(action, labels, example, classes)
         row = {"dataset": dataset, "example_id": example["example_id"], "action": action, "labels": decided,
@@ -338,7 +345,12 @@ def accept_top(db_path: str | Path, dataset: str, k: int, *, issue: str | None =
                kind: str | None = None, reviewer: str | None = None) -> int:
     """Accept the suggested tags of the first ``k`` OPEN items of this queue filter (as :func:`review_queue`
     orders them), in one transaction; returns how many decisions were stored."""
-    k, _ = _page(k, 0)
+    try:
+        k = int(k)
+    except (TypeError, ValueError) as exc:
+        raise ReviewError(f"k must be an integer, got {k!r}") from exc
+    if k < 0:
+        raise ReviewError(f"k must be >= 0, got {k}")
     who = _reviewer(reviewer)
     with store.connect(db_path) as con:
         run = _latest_run(con, dataset)
@@ -349,6 +361,7 @@ def accept_top(db_path: str | Path, dataset: str, k: int, *, issue: str | None =
                 f"INSERT INTO reviews ({', '.join(REVIEW_COLUMNS)}) "
                 "SELECT dataset, example_id, 'accept', suggested_labels, run_id, content_key, given_labels, ?, ? "
                 f"FROM (SELECT e.*, {_SEVERITY} AS severity FROM latest_examples e WHERE {where} "
+                "AND e.content_key IS NOT NULL "
                 "ORDER BY severity, e.example_id LIMIT ?)", [_now(), who, *params, k]).fetchone()[0]
             con.execute("COMMIT")
         except BaseException as exc:
@@ -459,6 +472,8 @@ def import_reviews(db_path: str | Path, path: str | Path) -> int:
                 if not found:
                     raise ReviewError(f"unknown example {example_id!r} in the latest audit of {dataset!r}", 404)
                 example = found[0]
+                if not rec.get("content_key"):
+                    _require_content_key(example, dataset)
                 labels = rec.get("labels")
                 if isinstance(labels, str):
                     labels = _split(labels)

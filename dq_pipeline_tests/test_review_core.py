@@ -215,6 +215,8 @@ def test_accept_top(flags):
                for i in done["items"])
     assert set(review.export_reviews(db)["reviewer"]) == {"bulk"}
     assert review.accept_top(db, "mulan_flags", 0) == 0
+    with pytest.raises(review.ReviewError, match="k must be >= 0"):
+        review.accept_top(db, "mulan_flags", -1)
 
 
 # --------------------------------------------------------------------------------------- carry forward
@@ -347,6 +349,9 @@ def test_schema_v2_file_gains_reviews(tmp_path):
         assert con.execute("SELECT comment FROM duckdb_columns() WHERE table_name = 'audit_runs' AND column_name = "
                            "'health_score'").fetchone()[0].startswith("fraction of examples with no open issue")
     assert review.list_datasets(db)[0]["n_open"] == 1
+    with pytest.raises(review.ReviewError, match="predates review decisions .* re-audit"):
+        review.record_review(db, "old", "0", "keep")  # no content_key: the decision could never be kept
+    assert review.accept_top(db, "old", 5) == 0 and review.export_reviews(db).empty
 
 
 # --------------------------------------------------------------------------------------- import / export
