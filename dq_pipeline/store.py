@@ -9,6 +9,9 @@ Schema versions: table ``schema_version`` holds one row per applied migration; :
 the ordered list, each applied once, in its own transaction, when a read-write connection finds the
 file behind. Version 1 is the baseline (the tables of the hash-versioned store; files written before
 versions existed are brought to it, missing columns added); later versions only add (columns, tables).
+Version 3 adds the append-only ``reviews`` table (human decisions; :mod:`dq_pipeline.review`) and makes
+``latest_examples`` join each example with its latest review decision (``review_action``,
+``reviewed_labels``, ``is_open_issue``, ``reopened_reason``), so a decision shows without a re-audit.
 
 Errors opening the file (a folder, not a DuckDB file, damaged, read-only, locked by another process)
 raise :class:`StoreError` naming the path, the cause and what to do.
