@@ -101,11 +101,19 @@ def _fmt(value: Any, digits: int = 3) -> str:
         return "–"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if value == 0:
-            return "0"
+            return f"{0:.{digits}f}"
         if abs(value) >= 0.001:
             return f"{value:.{digits}f}" if abs(value) < 1000 else f"{value:,.0f}"
         return f"{value:.{digits - 1}e}"
     return str(value)
+
+
+def _prob(value: Any) -> str:
+    """A probability: 3 decimals, ``<0.001`` below."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    v = float(value)
+    return "<0.001" if 0 < v < 0.0005 else f"{v:.3f}"
 
 
 def _pct(value: Any) -> float:
@@ -131,7 +139,7 @@ def _when(value: Any) -> str:
         return "–"
     if hasattr(value, "strftime"):
         return value.strftime("%Y-%m-%d %H:%M")
-    return str(value)[:16]
+    return str(value)[:16].replace("T", " ")
 
 
 def _url_id(example_id: Any) -> str:
@@ -151,7 +159,7 @@ def _tabular(payload: Any) -> list[tuple[str, Any]] | None:
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(fmt=_fmt, pct=_pct, health=_health, when=_when, url_id=_url_id, tabular=_tabular)
+    env.filters.update(fmt=_fmt, prob=_prob, pct=_pct, health=_health, when=_when, url_id=_url_id, tabular=_tabular)
     return env
 
 
@@ -291,8 +299,13 @@ class ReviewApp:
             next_id = rest[0] if rest else None
         tag_rows = sorted(ex.get("tags") or [], key=lambda t: (not t.get("kind"), not (t.get("given") or t.get("suggested")),
                                                                -(t.get("probability") or 0.0)))
+        def shown(t: dict) -> bool:  # many tags: the unlikely, unflagged ones fold away
+            return len(tag_rows) <= 10 or bool(t.get("kind") or t.get("given") or t.get("suggested")
+                                               or (t.get("probability") or 0) >= 0.05)
+
         return self.render(request, "example.html", title=f"{dataset} · {example_id}", ds=overview, ex=ex,
-                           tag_rows=tag_rows,
+                           tag_rows=[t for t in tag_rows if shown(t)],
+                           other_tags=[t for t in tag_rows if not shown(t)],
                            filters=filters, pos=pos, prev_id=prev_id, next_id=next_id,
                            qs=lambda **kw: _filter_query(filters, **kw))
 

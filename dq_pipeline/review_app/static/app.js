@@ -128,5 +128,6 @@
   document.addEventListener("DOMContentLoaded", function () {
     const card = document.getElementById("card");
     if (card) initCard(card); else initQueue();
+    document.body.dataset.ready = "1";  // keys are bound (the browser tests wait for this)
   });
 })();
