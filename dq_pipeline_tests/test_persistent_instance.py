@@ -81,6 +81,9 @@ def test_every_sensor_requested_run_succeeds(deployment: Deployment):
         checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
         assert checks == {"raw_examples_gate": True, "features_gate": True, "probabilities_gate": True,
                           "nothing_lost": True}, name
+        curated = next(m.step_materialization_data.materialization for m in result.get_asset_materialization_events()
+                       if m.asset_key == dg.AssetKey("curated"))
+        assert curated.metadata["review"].value == f"http://127.0.0.1:8765/datasets/{name}"  # the review app
     runs = deployment.latest_runs()
     assert list(runs["dataset"]) == DEMO
     assert dict(zip(runs["dataset"], runs["n_examples"])) == {

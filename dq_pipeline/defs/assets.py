@@ -378,6 +378,8 @@ def curated(
                                    "health_score")}
     context.add_output_metadata({
         **{k: v for k, v in summary.items() if k != "run_id"},
+        "n_open_issues": run.get("n_open_issues"),
+        "review": dg.MetadataValue.url(curated_store.review_page(manifest.name)),
         "duckdb": str(Path(curated_store.path).resolve()),
         "gates_rerun": len(gates),
         "class_summary": dg.MetadataValue.md(markdown_table(tables["class_summary"])),

@@ -35,6 +35,15 @@ class CuratedStore(dg.ConfigurableResource):
     """The curated DuckDB file."""
 
     path: str = Field(default=store.DEFAULT_DB_PATH, description="DuckDB file ($DQ_DUCKDB_PATH overrides)")
+    review_url: str = Field(
+        default=os.environ.get("DQ_REVIEW_URL", "http://127.0.0.1:8765"),
+        description="Where `dq-pipeline review` serves this file ($DQ_REVIEW_URL sets the default); the "
+                    "curated asset's metadata links each dataset's review page")
+
+    def review_page(self, dataset: str) -> str:
+        from urllib.parse import quote
+
+        return f"{self.review_url.rstrip('/')}/datasets/{quote(dataset)}"
 
 
 class AuditSettings(dg.ConfigurableResource):
