@@ -377,3 +377,21 @@ def test_pages_render_every_modality(served) -> None:
     assert status == 200 and f'/datasets/miml_scenes/image/{quote(_miml_ids(data)[4], safe="")}' in page.decode()
     status, _, page = server.request("GET", "/datasets/miml_scenes?issue=nope")
     assert status == 400
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+def test_review_command_refuses_a_missing_db_and_a_taken_port(tmp_path: Path) -> None:
+    missing = subprocess.run([str(BIN / "dq-pipeline"), "review", "--db", str(tmp_path / "none.duckdb")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "no DuckDB file" in missing.stderr
+    db = tmp_path / "empty.duckdb"
+    duckdb.connect(str(db)).close()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = subprocess.run([str(BIN / "dq-pipeline"), "review", "--db", str(db), "--port", str(port)],
+                              capture_output=True, text=True, timeout=120)
+    assert busy.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr
+    assert not Path(f"{db}.review-token").exists()

@@ -428,6 +428,7 @@ def create_app(db_path: str | os.PathLike, *, token: str | None = None,
 
     routes = [
         Route("/", rv.index),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),
         Route("/datasets/{dataset}", rv.dataset_page),
         Route("/datasets/{dataset}/examples/{example_id:path}", rv.example_page),
         Route("/datasets/{dataset}/image/{example_id:path}", rv.image),
