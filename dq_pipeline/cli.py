@@ -60,6 +60,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     """Serve the review app over --db until Ctrl-C. Exit 2 when the DuckDB file is missing or the port is
     taken. A fresh random token guards every state-changing request (see README, "Reviewing flagged
     examples"): printed here and written to ``<db>.review-token`` (mode 0600), removed at exit."""
+    import ipaddress
     import secrets
     import signal
     import socket
@@ -79,15 +80,23 @@ def cmd_review(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    loopback = args.host in ("127.0.0.1", "localhost", "::1")
+    try:
+        loopback = args.host == "localhost" or ipaddress.ip_address(args.host).is_loopback
+    except ValueError:  # a host name
+        loopback = False
     token = secrets.token_urlsafe(32)
     token_file = token_file_for(db)
     fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(token + "\n")
     os.chmod(token_file, 0o600)
-    app = create_app(db, token=token, allowed_hosts=None if not loopback else ("127.0.0.1", "localhost", "[::1]"))
+    # Host names the app answers to (DNS rebinding): loopback names, plus --host when it names one address;
+    # a wildcard bind (0.0.0.0, ::) cannot know the names it is reached by, so it accepts any.
+    wildcard = args.host in ("0.0.0.0", "::", "")
     shown = f"[{args.host}]" if ":" in args.host else args.host
+    named = [] if wildcard or args.host in ("127.0.0.1", "localhost", "::1") else [shown]
+    app = create_app(db, token=token,
+                     allowed_hosts=None if wildcard else ("127.0.0.1", "localhost", "[::1]", *named))
     print(f"review app for {db.resolve()} on http://{shown}:{args.port}/  (Ctrl-C stops it)")
     print(f"scripts: send header {TOKEN_HEADER}: {token}  (also in {token_file})", flush=True)
     if not loopback:

@@ -368,7 +368,8 @@ def test_pages_render_every_modality(served) -> None:
         assert "Class summary" in html and "reviewed / open" in html
     status, queue = server.get_json("/api/datasets/mulan_flags/queue?state=all&limit=1")
     item = queue["items"][0]
-    status, _, page = server.request("GET", f"/datasets/mulan_flags/examples/{quote(item['example_id'], safe='')}?pos=0")
+    eid = quote(item["example_id"], safe="")
+    status, _, page = server.request("GET", f"/datasets/mulan_flags/examples/{eid}?pos=0")
     html = page.decode()
     assert status == 200 and '<table class="kv">' in html
     for column, value in list(json.loads(item["payload"]).items())[:5]:

@@ -50,7 +50,7 @@ def page(env: dict):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 950})
-        page.set_default_timeout(30_000)
+        page.set_default_timeout(60_000)
 
         def on_dialog(dialog) -> None:
             dialogs.append((dialog.type, dialog.message))

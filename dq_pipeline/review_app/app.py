@@ -297,8 +297,12 @@ class ReviewApp:
             rest = ids[1:] if pos > 0 else ids
             rest = [i for i in rest if i != ex["example_id"]]
             next_id = rest[0] if rest else None
-        tag_rows = sorted(ex.get("tags") or [], key=lambda t: (not t.get("kind"), not (t.get("given") or t.get("suggested")),
-                                                               -(t.get("probability") or 0.0)))
+
+        def order(t: dict) -> tuple:  # flagged first, then given or suggested, then by probability
+            return not t.get("kind"), not (t.get("given") or t.get("suggested")), -(t.get("probability") or 0.0)
+
+        tag_rows = sorted(ex.get("tags") or [], key=order)
+
         def shown(t: dict) -> bool:  # many tags: the unlikely, unflagged ones fold away
             return len(tag_rows) <= 10 or bool(t.get("kind") or t.get("given") or t.get("suggested")
                                                or (t.get("probability") or 0) >= 0.05)
@@ -407,8 +411,11 @@ class ReviewApp:
         return _JSON({"accepted": n, "k": k, **filters})
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
 def create_app(db_path: str | os.PathLike, *, token: str | None = None,
-               allowed_hosts: list[str] | None = ("127.0.0.1", "localhost", "[::1]")) -> Starlette:  # type: ignore[assignment]
+               allowed_hosts: tuple[str, ...] | list[str] | None = LOOPBACK_HOSTS) -> Starlette:
     """The review app over ``db_path``. ``token``: the per-start secret every POST must carry (random
     when not given; ``app.state.token``). ``allowed_hosts``: Host header names the app answers to
     (``None``: any, for a deliberate non-loopback bind)."""
