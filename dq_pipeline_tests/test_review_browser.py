@@ -97,7 +97,6 @@ def test_keyboard_review_persists_and_survives_export_and_reaudit(env: dict, pag
     page.wait_for_load_state("networkidle")
     _ready(page)
     assert page.locator("img.photo").evaluate("img => img.complete && img.naturalWidth > 0")
-    _shot(page, "image_card.png")
 
     decided: dict[str, str] = {}
     for key, action in (("a", "accept"), ("k", "keep"), ("x", "exclude")):
@@ -149,6 +148,15 @@ def test_keyboard_review_persists_and_survives_export_and_reaudit(env: dict, pag
     assert {rows.nth(i).locator("a.open").inner_text(): rows.nth(i).locator(".state").inner_text()
             for i in range(rows.count())} == decided
     assert page.locator(".s-reopened").count() == 0
+
+    # the screenshot of an image card: the most severe open label issue (its flagged tags show)
+    page.goto(f"{server.base}/datasets/miml_scenes?issue=label_issue")
+    page.locator("tr.row a.open").first.click()
+    page.wait_for_selector("#card")
+    page.wait_for_load_state("networkidle")
+    assert page.locator("img.photo").evaluate("img => img.complete && img.naturalWidth > 0")
+    assert page.locator("table.tags .flag").count() >= 1
+    _shot(page, "image_card.png")
 
 
 def test_script_text_renders_as_text_and_accept_top_k(env: dict, page) -> None:
