@@ -246,6 +246,7 @@ def main() -> int:
     import duckdb
 
     cpu = platform.processor() or platform.machine()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cmd = "HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_review.py " + " ".join(sys.argv[1:])
     report = "\n".join([
@@ -253,7 +254,7 @@ def main() -> int:
         "",
         f"Command: `{cmd.strip()}`  ",
         f"Machine: {cpu}, {os.cpu_count()} CPU(s) (shared with other work), {platform.platform()}, Python "
-        f"{platform.python_version()}, duckdb {duckdb.__version__}; {now}.  ",
+        f"{platform.python_version()}, duckdb {duckdb.__version__}; {now}; load average at the end (1/5/15 min) {load}.  ",
         f"Data: `../shared/data/goemotions/goemotions.csv` audited with `dq-pipeline audit` (default settings) — "
         f"{n_examples} examples, {total} flagged in the open queue; "
         + (f"audit took {audit_seconds / 60:.1f} min in this run." if audit_seconds is not None else
