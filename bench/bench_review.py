@@ -198,7 +198,7 @@ def main() -> int:
         c = Client(port, token)
         ds = quote(dataset, safe="")
         q_tag = urlencode({"tag": tag}) if tag else ""
-        for path in ("/", f"/datasets/{ds}", f"/static/style.css"):  # warm-up: imports, templates, first query
+        for path in ("/", f"/datasets/{ds}", "/static/style.css"):  # warm-up: imports, templates, first query
             c.get(path)
         eid = lambda i: quote(str(ids[i % len(ids)]), safe="")  # noqa: E731
         http_rows = {
