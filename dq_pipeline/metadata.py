@@ -133,7 +133,12 @@ def tabular_payload(examples: pd.DataFrame, feature_columns: list[str], rows: np
         parts = []
         for c in ranked[:n_values]:
             value = examples[c].iloc[i]
-            shown = significant(value, 4) if isinstance(value, (float, np.floating)) else str(value)
+            if isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
+                shown = str(int(value))  # 22402, not 2.24e+04
+            elif isinstance(value, (float, np.floating)):
+                shown = significant(value, 4)
+            else:
+                shown = str(value)
             parts.append(f"{c}={shown}")
         out.append(", ".join(parts) + (", …" if len(cols) > n_values else ""))
     return out
