@@ -102,8 +102,12 @@ def _fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if value == 0:
             return f"{0:.{digits}f}"
-        if abs(value) >= 0.001:
-            return f"{value:.{digits}f}" if abs(value) < 1000 else f"{value:,.0f}"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        if abs(value) >= 0.1:
+            return f"{value:.{digits}f}"
+        if abs(value) >= 0.001:  # 0.00225, 0.00236: distinct, where 3 decimals would read 0.002 twice
+            return f"{value:.{digits}g}"
         return f"{value:.{digits - 1}e}"
     return str(value)
 

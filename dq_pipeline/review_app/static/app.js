@@ -81,7 +81,11 @@
 
     const edit = document.getElementById("edit");
     function openEdit() { edit.hidden = false; const first = edit.querySelector("input"); if (first) first.focus(); }
-    function closeEdit() { edit.hidden = true; }
+    function closeEdit() {
+      // give the keys back: focus left on a hidden checkbox would swallow them (it counts as typing)
+      if (edit.contains(document.activeElement)) document.activeElement.blur();
+      edit.hidden = true;
+    }
     edit.addEventListener("submit", function (ev) {
       ev.preventDefault();
       const tags = Array.from(edit.querySelectorAll('input[name="tag"]:checked')).map(function (c) { return c.value; });
