@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -39,6 +41,19 @@ def write_dataset(folder: Path, frame: pd.DataFrame, manifest: str, source: str 
         frame.to_json(path, orient="records", lines=True)
     (folder / "dataset.yaml").write_text(manifest)
     return folder
+
+
+def stop_process_group(proc: subprocess.Popen, timeout_s: float = 30) -> None:
+    """Stop a server started with ``start_new_session=True`` and every process it spawned: SIGTERM to
+    its process group, SIGKILL when it lingers past ``timeout_s``."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
 
 
 @pytest.fixture

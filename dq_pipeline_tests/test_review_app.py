@@ -11,7 +11,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from urllib.parse import quote
 import duckdb
 import pytest
 
-from dq_pipeline_tests.conftest import DATA, REPO
+from dq_pipeline_tests.conftest import DATA, REPO, stop_process_group
 
 BIN = Path(sys.executable).parent
 SCRIPT_TEXT = "<script>alert(1)</script>"
@@ -103,14 +102,7 @@ class ReviewServer:
         return Path(self.log.name).read_text()[-3000:]
 
     def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
+        stop_process_group(self.proc, timeout_s=20)
         self.log.close()
 
     # --- HTTP (raw http.client: the path goes out exactly as written, no ../ normalisation) ---

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from dq_pipeline_tests.conftest import DATA, REPO
+from dq_pipeline_tests.conftest import DATA, REPO, stop_process_group
 
 DEMO = ["goemotions_sample", "miml_scenes", "mulan_emotions", "mulan_flags"]
 BIN = Path(sys.executable).parent
@@ -91,14 +90,7 @@ class Server:
 
     def stop(self) -> None:
         """Stop the webserver, daemon and code server: the whole process group."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
+        stop_process_group(self.proc)
         self.log.close()
         self.instance.dispose()
 
