@@ -73,3 +73,4 @@ def test_locked_database_fails_before_computing_and_names_the_holder(tmp_path: P
     again = _audit(tmp_path / "flags", db, home)  # the lock is gone: the same audit now succeeds
     assert again.returncode == 0, again.stderr[-2000:]
     assert "flags" in again.stdout and "health_score" in again.stdout
+    assert "cross-validation folds: 5/5 (100%), done in" in again.stderr  # progress with its time

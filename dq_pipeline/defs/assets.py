@@ -84,16 +84,11 @@ class Predictions:
         return result_cache.fingerprint(self.P, self.Y, self.classes)
 
 
-def _progress(context: dg.AssetExecutionContext, stage: str):
-    last = [0.0]
+def _progress(context: dg.AssetExecutionContext, stage: str, unit: str) -> Callable[[int, int], None]:
+    """Progress of a long stage in the run's log (and the CLI): done / total, rate, time left."""
+    from dq_pipeline.progress import throttled
 
-    def report(done: int, total: int) -> None:
-        now = time.monotonic()
-        if done == total or now - last[0] > 2.0:
-            last[0] = now
-            context.log.info(f"{stage}: {done}/{total}")
-
-    return report
+    return throttled(context.log.info, stage, unit)
 
 
 def reuse(
@@ -181,13 +176,14 @@ def features(context: dg.AssetExecutionContext, raw_examples: RawDataset, settin
         from dq_pipeline.embed.text import embed_texts_cached
 
         X = embed_texts_cached(list(ex["text"]), settings.text_model, cache, batch_size=settings.batch_size,
-                               progress=_progress(context, "text embeddings"))
+                               progress=_progress(context, "text embeddings", "texts"))
         metric, keys, model_name = "cosine", [text_key(t) for t in ex["text"]], settings.text_model
     elif modality == "image":
         from dq_pipeline.embed.image import embed_images_cached
 
         X = embed_images_cached(list(ex["image_path"]), settings.image_model, cache,
-                                batch_size=settings.batch_size, progress=_progress(context, "image embeddings"))
+                                batch_size=settings.batch_size,
+                                progress=_progress(context, "image embeddings", "images"))
         keys = file_keys(settings.image_model, list(ex["image_path"]))  # same bytes <=> same key
         metric, model_name = "cosine", settings.image_model
     else:
@@ -222,7 +218,7 @@ def oof_probabilities(
         context, settings, "oof_probabilities",
         [features.fingerprint, Y, settings.n_folds, settings.seed, settings.model],
         lambda: cv.out_of_fold_probabilities(features.X, Y, settings.n_folds, settings.seed, settings.model,
-                                             progress=_progress(context, "cross-validation folds")),
+                                             progress=_progress(context, "cross-validation folds", "folds")),
     )
     auroc = pd.DataFrame({"tag": raw_examples.classes, "n_given": Y.sum(axis=0), "oof_auroc": oof.auroc.round(4)})
     context.add_output_metadata({
