@@ -24,9 +24,11 @@ def _flags_dataset(folder: Path, n_rows: int | None = None) -> Path:
     return folder
 
 
-def _audit(folder: Path, db: Path, home: Path, *extra: str) -> subprocess.CompletedProcess:
-    """The installed command in a fresh process with a persistent Dagster instance ($DAGSTER_HOME)."""
-    env = {**os.environ, "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+def _audit(folder: Path, db: Path, home: Path, *extra: str, cache: Path | None = None) -> subprocess.CompletedProcess:
+    """The installed command in a fresh process with a persistent Dagster instance ($DAGSTER_HOME);
+    ``cache``: its own cache folder (default: the test session's)."""
+    env = {**os.environ, "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1",
+           **({"DQ_CACHE_DIR": str(cache)} if cache else {})}
     return subprocess.run([str(BIN / "dq-pipeline"), "audit", str(folder), "--db", str(db), *extra],
                           capture_output=True, text=True, env=env, timeout=600)
 
@@ -70,7 +72,7 @@ def test_locked_database_fails_before_computing_and_names_the_holder(tmp_path: P
     assert "cross-validation" not in result.stderr  # nothing was computed
     assert elapsed < 300
 
-    again = _audit(tmp_path / "flags", db, home)  # the lock is gone: the same audit now succeeds
+    again = _audit(tmp_path / "flags", db, home, cache=tmp_path / "cache")  # the lock is gone: it succeeds
     assert again.returncode == 0, again.stderr[-2000:]
     assert "flags" in again.stdout and "health_score" in again.stdout
-    assert "cross-validation folds: 5/5 (100%), done in" in again.stderr  # progress with its time
+    assert "cross-validation folds: 5/5 (100%), done in" in again.stderr  # computed (own cache): progress
