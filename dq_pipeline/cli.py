@@ -203,6 +203,95 @@ def cmd_reviews(args: argparse.Namespace) -> int:
         return 2
 
 
+def _train_tagger(folder: Path, db: str, verbose: bool) -> int:
+    """Run the train_tagger job (audit + tagger) for ``folder`` in-process, as ``audit`` runs its job."""
+    import dagster as dg
+
+    from dq_pipeline.definitions import build_definitions
+    from dq_pipeline.defs.partitions import dataset_partitions
+    from dq_pipeline.defs.runner import brief_console_logger, get_instance
+
+    instance = get_instance()
+    in_memory = not os.environ.get("DAGSTER_HOME")
+    defs = build_definitions(data_dir=str(folder.parent), db_path=db, in_memory=in_memory,
+                             loggers=None if verbose else {"console": brief_console_logger})
+    if not instance.has_dynamic_partition(dataset_partitions.name, folder.name):
+        instance.add_dynamic_partitions(dataset_partitions.name, [folder.name])
+    print(f"auditing {folder} and training its tagger ...", file=sys.stderr, flush=True)
+    result = defs.resolve_job_def("train_tagger").execute_in_process(partition_key=folder.name, instance=instance,
+                                                                      raise_on_error=False)
+    if result.success:
+        return 0
+    reasons = []
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        message = (data.user_failure_data.description if data.user_failure_data is not None
+                   else (data.error.cause or data.error).message if data.error else "")
+        reasons.append(f"{event.step_key}: {(message or '').strip()}")
+    for evaluation in result.get_asset_check_evaluations():
+        if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
+            reasons.append(f"{evaluation.check_name}: {evaluation.description}")
+    print(f"TRAINING FAILED for {folder.name} (run {result.run_id}):\n" + "\n".join(reasons or ["unknown failure"]),
+          file=sys.stderr)
+    return 1
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Exit 0 written; 2 refused (no tagger, input that does not match the model card, bad --out); 1 training
+    (--train) or writing --out failed."""
+    from dq_pipeline import tagger as tg
+
+    root = tg.models_root(args.db)
+    folder = Path(args.data_dir) / args.dataset
+    build = (f"dq-pipeline predict {args.dataset} {args.input} --train --db {args.db}"
+             + (f" --data-dir {args.data_dir}" if args.data_dir != "data" else "")
+             + " (audits the dataset and trains its tagger), or materialize the 'tagger' asset (job "
+               "train_tagger) in the Dagster UI")
+    if args.train:
+        if not (folder / "dataset.yaml").is_file():
+            print(f"error: --train: no dataset folder {folder} (with a dataset.yaml) under --data-dir "
+                  f"{args.data_dir}", file=sys.stderr)
+            return 2
+        problem = _manifest_problem(folder)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+        if _train_tagger(folder, args.db, args.verbose):
+            return 1
+    try:
+        model_dir = tg.latest_folder(root, args.dataset, build)
+        model = tg.load_tagger(model_dir)
+        model.card["card_path"] = str(model_dir / tg.CARD_NAME)
+        in_path = Path(args.input)
+        fmt = "csv" if in_path.is_dir() else None
+        if args.out:
+            out = Path(args.out)
+            if in_path.exists() and out.exists() and out.resolve() == in_path.resolve():
+                raise tg.TaggerError(f"--out {out} is the input file; write the predictions to another file")
+        elif in_path.suffix.lower() == ".parquet":
+            raise tg.TaggerError(f"{in_path}: parquet input needs --out FILE.parquet (it is not written to stdout)")
+        prediction = tg.predict_input(model, in_path, cache_dir=os.environ.get("DQ_CACHE_DIR", ".cache"))
+    except tg.TaggerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    separator = model.card.get("input", {}).get("separator") or "|"
+    try:
+        tg.write_prediction(prediction, args.out or sys.stdout, separator=separator, fmt=fmt)
+    except OSError as exc:
+        print(f"error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    n, bad = len(prediction.rows.frame), len(prediction.rows.problems)
+    card = model.card
+    print(f"tagged {n - bad} of {n} rows of {args.input}"
+          + (f" ({bad} could not be tagged: see column {tg.PROBLEM_COLUMN!r}; first: "
+             f"{next(iter(prediction.rows.problems.values()))})" if bad else "")
+          + (f" -> {args.out}" if args.out else "")
+          + f"; tagger {model_dir} (audit {card.get('training', {}).get('audit_run_id')}, created "
+            f"{card.get('created_at')}, out-of-fold micro F1 {card['metrics']['oof_micro_f1']:.3f})",
+          file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dq_pipeline.store import default_db_path
 
@@ -261,6 +350,37 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("file", help="FILE.csv or FILE.jsonl")
     q.add_argument("--db", default=default_db_path(), help=db_help)
     q.set_defaults(func=cmd_reviews)
+
+    p = sub.add_parser(
+        "predict", help="tag new rows with the tagger trained on a dataset's curated labels",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Tags new rows of the same kind as DATASET with its latest tagger (the 'tagger' asset: the\n"
+                    "audit's embedder + classifier trained on the curated labels, per-tag thresholds), read from\n"
+                    "<--db>.models/DATASET/. Output mirrors the input: its columns plus predicted_labels (tags\n"
+                    "joined with the dataset's separator in CSV, a list in JSONL) and prob_<tag> per tag, in [0, 1].\n"
+                    "Rows that cannot be tagged (empty text, unreadable image, non-number) are kept, with\n"
+                    "predict_problem saying why. Exit 0 written; 2 no tagger / input does not match the model\n"
+                    "card; 1 training or writing failed.",
+        epilog="INPUT per modality (what the model card expects):\n"
+               "  text     CSV/TSV/JSONL/parquet with the dataset's text column\n"
+               "  image    a folder of images (searched recursively), or a CSV/JSONL with the image column\n"
+               "           (paths relative to that file)\n"
+               "  tabular  CSV/TSV/JSONL/parquet with the dataset's feature columns (others are passed through)\n"
+               "examples:\n"
+               "  dq-pipeline predict goemotions_sample new_comments.csv --out tagged.csv\n"
+               "  dq-pipeline predict miml_scenes photos/ > tags.csv\n"
+               "  dq-pipeline predict mulan_emotions new.jsonl --train   # audit + train first")
+    p.add_argument("dataset", help="dataset name whose tagger to use (its folder under --data-dir)")
+    p.add_argument("input", help="file (.csv .tsv .jsonl .parquet) or folder of images to tag")
+    p.add_argument("--out", default=None, help="output file, in the input's format (default: stdout; a folder "
+                                               "of images gives CSV)")
+    p.add_argument("--db", default=default_db_path(), help=db_help + "; taggers live in <db>.models/")
+    p.add_argument("--data-dir", default=os.environ.get("DQ_DATA_DIR", "data"), help="folder of dataset folders "
+                                                                                   "(for --train)")
+    p.add_argument("--train", action="store_true", help="first audit DATASET and train its tagger through Dagster "
+                                                       "(job train_tagger; cached stages are reused)")
+    p.add_argument("--verbose", action="store_true", help=verbose_help)
+    p.set_defaults(func=cmd_predict)
     return parser
 
 

@@ -7,7 +7,7 @@ import os
 import dagster as dg
 
 from dq_pipeline import store
-from dq_pipeline.defs.assets import AUDIT_ASSETS
+from dq_pipeline.defs.assets import AUDIT_ASSETS, TAGGER_ASSETS, tagger_job
 from dq_pipeline.defs.automation import audit_job, daily_reaudit, dataset_folder_sensor
 from dq_pipeline.defs.checks import AUDIT_CHECKS
 from dq_pipeline.defs.resources import AuditSettings, CuratedStore, DatasetsResource
@@ -27,9 +27,9 @@ def build_definitions(
     """
     resources: dict[str, object] = {"io_manager": dg.mem_io_manager} if in_memory else {}
     return dg.Definitions(
-        assets=AUDIT_ASSETS,
+        assets=AUDIT_ASSETS + TAGGER_ASSETS,
         asset_checks=AUDIT_CHECKS,
-        jobs=[audit_job],
+        jobs=[audit_job, tagger_job],
         sensors=[dataset_folder_sensor],
         schedules=[daily_reaudit],
         resources={

@@ -380,6 +380,26 @@ def embedder_card(modality: str, text_model: str, image_model: str) -> dict[str,
     return {"name": "ColumnTransformer", "identity": "tabular spec in this card"}
 
 
+def dataset_card(manifest: Any, examples: pd.DataFrame, text_model: str, image_model: str) -> dict[str, Any]:
+    """The model-card fields that describe the data a tagger reads: ``modality``, ``source`` (file name),
+    ``embedder`` (:func:`embedder_card`), ``input`` (labels column and separator, id / text / image
+    column, tabular feature and categorical columns) and, for tabular data, ``tabular``: the spec of the
+    audit's ColumnTransformer fitted on ``examples`` (the ingested rows, as the ``features`` asset fits it).
+    ``manifest`` is a :class:`dq_pipeline.manifest.DatasetManifest`."""
+    inputs: dict[str, Any] = {"labels_column": manifest.labels_column, "separator": manifest.separator,
+                              "id_column": manifest.id_column, "text_column": manifest.text_column,
+                              "image_column": manifest.image_column}
+    card: dict[str, Any] = {"modality": manifest.modality, "source": manifest.source.name,
+                            "embedder": embedder_card(manifest.modality, text_model, image_model)}
+    if manifest.modality == "tabular":
+        spec = fit_tabular_spec(examples, [c for c in examples.columns if c not in ("example_id", "row_number", "tags")])
+        inputs["feature_columns"] = list(tabular_columns(spec))
+        inputs["categorical_columns"] = [c for c in manifest.categorical_columns if c in inputs["feature_columns"]]
+        card["tabular"] = spec
+    card["input"] = inputs
+    return card
+
+
 def save_tagger(tagger: Tagger, root: str | Path, dataset: str, run_id: str) -> Path:
     """Write ``<root>/<dataset>/<run_id>/`` (weights.npz + model_card.json, replaced as a whole) and point
     ``<root>/<dataset>/LATEST`` at it. Returns the folder. The card gets ``format_version``,

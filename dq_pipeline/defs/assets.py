@@ -386,3 +386,89 @@ def curated(
 
 AUDIT_ASSETS = [raw_examples, features, oof_probabilities, label_issues, ambiguous_examples, outliers,
                 near_duplicates, curated]
+
+
+# ------------------------------------------------------------------------------------------- tagger
+
+TAGGER_GROUP = "tagger"
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name=TAGGER_GROUP, kinds={"python", "scikitlearn"},
+          pool=DUCKDB_POOL)
+def tagger(
+    context: dg.AssetExecutionContext, curated: dict, raw_examples: RawDataset, features: Features,
+    settings: AuditSettings, curated_store: CuratedStore,
+) -> dict:
+    """A tagger for new data, trained on this audit's curated labels (review decisions applied, excluded
+    examples left out): the audit's features and classifier, one decision threshold per tag tuned on
+    5-fold out-of-fold predictions (maximum F1, or ``tagger_target_precision``). Saved as
+    ``<DuckDB file>.models/<dataset>/<run_id>/`` (weights.npz + model_card.json) and named in
+    ``<dataset>/LATEST``; ``dq-pipeline predict DATASET INPUT`` applies it."""
+    from dq_pipeline import tagger as tg
+    from dq_pipeline.export import _latest_decisions, apply_reviews
+
+    manifest = raw_examples.manifest
+    run_id = str(curated["run_id"])
+    try:
+        labels = store.read_latest(curated_store.path, "curated_labels", manifest.name)
+        labels = labels[labels["run_id"] == run_id]
+        labels = apply_reviews(labels, _latest_decisions(curated_store.path, manifest.name, run_id))
+    except store.StoreError as exc:
+        raise dg.Failure(description=f"cannot read the curated labels: {exc}") from exc
+    if labels.empty:
+        raise dg.Failure(description=f"{curated_store.path} holds no curated labels of audit {run_id} of "
+                                     f"{manifest.name!r} as the latest audit (another audit finished since?); "
+                                     "re-run the audit and the tagger together (job train_tagger)")
+    row_of = {e: i for i, e in enumerate(features.example_ids)}
+    kept = labels[~labels["excluded"].astype(bool)]
+    unknown = [e for e in kept["example_id"] if str(e) not in row_of]
+    if unknown:
+        raise dg.Failure(description=f"curated example {unknown[0]!r} of audit {run_id} has no features in this "
+                                     "run; re-run the audit and the tagger together (job train_tagger)")
+    rows = np.array([row_of[str(e)] for e in kept["example_id"]], dtype=np.int64)
+    classes = raw_examples.classes
+    try:
+        Y = tags_matrix(kept["labels"], classes)
+        target = settings.tagger_target_precision or None
+        trained = tg.train_tagger(features.X[rows], Y, classes, model=settings.model, n_folds=settings.n_folds,
+                                  seed=settings.seed, target_precision=target)
+    except ValueError as exc:
+        raise dg.Failure(description=f"cannot train a tagger for {manifest.name!r}: {exc}") from exc
+    given = {str(e): set(t) for e, t in zip(raw_examples.examples["example_id"], raw_examples.examples["tags"])}
+    card = tg.dataset_card(manifest, raw_examples.examples, settings.text_model, settings.image_model)
+    if manifest.modality == "tabular":
+        rebuilt = tg.tabular_features(card["tabular"], raw_examples.examples)
+        if rebuilt.shape != features.X.shape or not np.allclose(rebuilt, features.X, atol=1e-8):
+            raise dg.Failure(description="the stored tabular feature spec does not reproduce the audit's features")
+    n_changed = sum(set(t) != given.get(str(e), set()) for e, t in zip(kept["example_id"], kept["labels"]))
+    trained.card.update({**card, "training": {
+        "audit_run_id": run_id, "n_examples": int(len(labels)), "n_excluded": int(len(labels) - len(kept)),
+        "n_labels_changed": int(n_changed), "settings": settings.model_dump()}})
+    folder = tg.save_tagger(trained, tg.models_root(curated_store.path), manifest.name, run_id)
+    metrics = trained.card["metrics"]
+    table = pd.DataFrame(metrics["per_tag"])[["tag", "n_positive", "threshold", "oof_precision", "oof_recall",
+                                              "oof_f1", "oof_auroc"]].round(4)
+    context.add_output_metadata({
+        "path": dg.MetadataValue.path(str(folder.resolve())),
+        "audit_run_id": run_id,
+        "n_train": trained.card["n_train"],
+        "n_excluded": int(len(labels) - len(kept)),
+        "n_labels_changed": int(n_changed),
+        "threshold_rule": trained.card["threshold_rule"],
+        "oof_micro_f1": round(metrics["oof_micro_f1"], 4),
+        "oof_macro_f1": round(metrics["oof_macro_f1"], 4),
+        "thresholds": dg.MetadataValue.md(markdown_table(table)),
+    })
+    return {"dataset": manifest.name, "run_id": run_id, "path": str(folder.resolve()),
+            "oof_micro_f1": metrics["oof_micro_f1"], "oof_macro_f1": metrics["oof_macro_f1"]}
+
+
+TAGGER_ASSETS = [tagger]
+
+tagger_job = dg.define_asset_job(
+    "train_tagger",
+    selection=dg.AssetSelection.groups(GROUP, TAGGER_GROUP),
+    partitions_def=dataset_partitions,
+    description="The audit of one dataset partition, then a tagger trained on its curated labels "
+                "(`dq-pipeline predict` applies it to new data).",
+)

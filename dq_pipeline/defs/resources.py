@@ -78,6 +78,10 @@ class AuditSettings(dg.ConfigurableResource):
     exclude_outliers: bool = Field(default=False, description="Curation: exclude flagged outliers")
     keep_one_per_duplicate_group: bool = Field(
         default=False, description="Curation: keep only the first example of each duplicate group")
+    tagger_target_precision: float = Field(
+        default=0.0, description="Tagger: each tag's decision threshold is the lowest whose out-of-fold "
+                                 "precision reaches this (a tag that never does keeps its F1-maximising one); "
+                                 "0 = maximise each tag's F1")
 
     def result_cache(self) -> ResultCache | None:
         """Cache of stage results and gate verdicts under ``<cache_dir>/results`` (None when disabled)."""
