@@ -108,7 +108,7 @@ def fit_weights(X: np.ndarray, Y: np.ndarray, model: str, seed: int = 0) -> Line
 
     X = np.asarray(X, dtype=np.float64)
     Y = np.asarray(Y).astype(np.int64)
-    n, d = X.shape
+    d = X.shape[1]
     k = Y.shape[1]
     constant = Y.min(axis=0) == Y.max(axis=0)
     coef, intercept = np.zeros((d, k)), np.zeros(k)
@@ -260,7 +260,7 @@ def train_tagger(
         "model": model,
         "n_folds": n_folds,
         "seed": seed,
-        "n_train": int(len(X)),
+        "n_train": len(X),
         "n_features": int(X.shape[1]),
         "metrics": {
             "oof_micro_f1": tuned["micro_f1"], "oof_macro_f1": tuned["macro_f1"],

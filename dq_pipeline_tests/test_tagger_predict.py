@@ -11,7 +11,6 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
-import pytest
 
 from dq_pipeline import cli
 from dq_pipeline import tagger as tg
@@ -156,6 +155,25 @@ def test_missing_tagger_says_how_to_build_it_and_train_builds_it(tmp_path: Path,
     code, stdout, err = predict(capsys, *args, "--train")
     assert code == 0, err
     assert "tagged 10 of 10 rows" in err and len(pd.read_csv(io.StringIO(stdout))) == 10
+    first = tg.load_tagger(tg.latest_folder(f"{db_path}.models", "flags")).card
+    assert first["n_train"] == 120 and first["training"]["n_excluded"] == 0
+
+    # review decisions reach the tagger: an excluded example is left out, a 'set' one trains with its new tags
+    from dq_pipeline.review import import_reviews
+
+    reviews = tmp_path / "reviews.csv"
+    pd.DataFrame({"dataset": ["flags", "flags"], "example_id": ["0", "1"], "action": ["exclude", "set"],
+                  "labels": ["", "black"], "reviewer": ["t", "t"]}).to_csv(reviews, index=False)
+    assert import_reviews(db_path, reviews) == 2
+    code, _, err = predict(capsys, *args, "--train")
+    assert code == 0, err
+    card = tg.load_tagger(tg.latest_folder(f"{db_path}.models", "flags")).card
+    assert card["run_id"] != first["run_id"] and card["n_train"] == 119
+    assert card["training"]["n_excluded"] == 1 and card["training"]["audit_run_id"] == card["run_id"]
+    assert card["training"]["n_labels_changed"] >= 1  # example 1 now carries only 'black'
+    positives = {t["tag"]: t["n_positive"] for t in card["metrics"]["per_tag"]}
+    before = {t["tag"]: t["n_positive"] for t in first["metrics"]["per_tag"]}
+    assert positives != before
     code, _, err = predict(capsys, "flags", str(tmp_path / "nope.csv"), "--db", db_path)
     assert code == 2 and "nope.csv: no such file" in err
 
