@@ -19,6 +19,7 @@ SCRIPTS = [
     ("bench_cv_speed.py", ["--repeats", "1", "--datasets", "emotions", "--out", "bench/results/cv_speed_quick.md"]),
     ("bench_embed.py", []),
     ("bench_quality.py", ["--quick"]),
+    ("bench_cleaning_helps.py", ["--quick"]),  # reuses bench_quality's cached text / image embeddings
     ("bench_reaudit.py", ["--repeats", "1", "--datasets", "mulan_flags", "--out", "bench/results/reaudit_quick.md"]),
     ("bench_concurrency.py", ["--repeats", "1", "--out", "bench/results/concurrency_quick.md"]),
 ]
