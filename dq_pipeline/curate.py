@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -185,6 +186,22 @@ def curated_labels(
     })
 
 
+def predictions_table(ids: list[str], classes: list[str], Y: np.ndarray, P: np.ndarray) -> Any:
+    """The ``predictions`` table, one row per (example, tag) in row-major order, as a ``pyarrow.Table``:
+    ``example_id`` and ``tag`` dictionary-encoded (int32 codes into the N ids / K tags, not N x K Python
+    strings), ``given`` (bool), ``probability`` (float64). The store inserts it in record batches."""
+    import pyarrow as pa
+
+    n, k = Y.shape
+    codes = np.arange(max(n, k), dtype=np.int32)
+    return pa.table({
+        "example_id": pa.DictionaryArray.from_arrays(np.repeat(codes[:n], k), pa.array(ids, pa.string())),
+        "tag": pa.DictionaryArray.from_arrays(np.tile(codes[:k], n), pa.array(list(classes), pa.string())),
+        "given": pa.array(np.asarray(Y, dtype=bool).reshape(-1)),
+        "probability": pa.array(np.asarray(P, dtype=np.float64).reshape(-1)),
+    })
+
+
 def audit_tables(
     examples: pd.DataFrame,
     quarantine: pd.DataFrame,
@@ -199,8 +216,9 @@ def audit_tables(
     duplicates: DetectorResult,
     policy: CurationPolicy = CurationPolicy(),
     reviews: pd.DataFrame | None = None,
-) -> tuple[dict[str, pd.DataFrame], dict[str, float | int]]:
-    """Build every table of one audit (without dataset/run_id) and the audit_runs counters.
+) -> tuple[dict[str, Any], dict[str, float | int]]:
+    """Build every table of one audit (without dataset/run_id) and the audit_runs counters. Each table
+    is a pandas frame, except ``predictions`` (N x K rows): a pyarrow Table (:func:`predictions_table`).
 
     Y, P: (N, K) given tags and out-of-fold probabilities; detector results are over the same N rows.
     ``reviews``: the dataset's review decisions (columns example_id, action, labels, content_key,
@@ -261,10 +279,7 @@ def audit_tables(
             "given": li["given"].astype(bool), "probability": li["probability"], "kind": li["kind"],
             "score": li["score"],
         })
-    predictions = pd.DataFrame({
-        "example_id": np.repeat(id_arr, k), "tag": np.tile(cls_arr, n),
-        "given": Y.astype(bool).reshape(-1), "probability": np.asarray(P, dtype=np.float64).reshape(-1),
-    })
+    predictions = predictions_table(ids, classes, Y, P)
     summary = class_summary(Y, S, label.details, classes, list(auroc))
     confusions = confusion_pairs(label.details, classes)
     curated = curated_labels(
