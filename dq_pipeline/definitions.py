@@ -16,7 +16,7 @@ from dq_pipeline.defs.resources import AuditSettings, CuratedStore, DatasetsReso
 def build_definitions(
     data_dir: str | None = None, db_path: str | None = None, settings: AuditSettings | None = None,
     in_memory: bool = False, loggers: dict[str, dg.LoggerDefinition] | None = None,
-    ray: RaySettings | None = None,
+    ray: RaySettings | None = None, executor: dg.ExecutorDefinition | None = None,
 ) -> dg.Definitions:
     """All assets, gates, the audit job, sensor and schedule, wired to a data folder and a DuckDB file.
 
@@ -25,7 +25,8 @@ def build_definitions(
     over in memory instead of pickling them to the instance's storage (for one-off runs on an ephemeral
     instance, whose storage is discarded anyway). ``loggers`` replaces Dagster's console logger (the
     CLI's brief one). ``ray`` shards the embedding on a Ray cluster (default: ``RaySettings()``, in-process
-    unless ``$DQ_RAY_ADDRESS`` is set).
+    unless ``$DQ_RAY_ADDRESS`` is set). ``executor`` replaces the in-process executor (e.g.
+    ``dg.multiprocess_executor`` or dagster-k8s's ``k8s_job_executor``; see docs/scale-out.md).
     """
     resources: dict[str, object] = {"io_manager": dg.mem_io_manager} if in_memory else {}
     return dg.Definitions(
@@ -41,7 +42,7 @@ def build_definitions(
             "ray": ray or RaySettings(),
             **resources,
         },
-        executor=dg.in_process_executor,
+        executor=executor or dg.in_process_executor,
         loggers=loggers,
     )
 

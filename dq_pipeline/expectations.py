@@ -318,8 +318,9 @@ def validate_probabilities(
     """Gate on out-of-fold probabilities (N, K): one per (example, tag), each in [0, 1], not null.
 
     P is never melted into N x K rows: it is scanned in chunks of ``chunk_rows`` rows (numpy, in P's
-    own dtype) into per-tag aggregates, and the GE expectations run on those aggregates (K rows), on the
-    example ids (N rows) and on the tags, so memory stays about ``chunk_rows x K`` booleans plus the ids.
+    own dtype) into per-tag aggregates, and the GE expectations run on those aggregates (K rows), on
+    counts of null and repeated example ids (one pandas hash pass over the N ids) and on the tags, so
+    memory stays about ``chunk_rows x K`` booleans plus the ids' hash.
     A failure names the example (id and row position in P), the tag and the value, e.g.
     ``{example_id='e7', row=7, tag='joy', probability=1.5}``, and counts the offending cells.
     ``progress(done_rows, total_rows)`` is called after each chunk.
@@ -342,14 +343,20 @@ def validate_probabilities(
             f"probabilities of shape {P.shape}, expected ({len(example_ids)}, {len(classes)}): one per "
             "(example, tag)")},
     )]
-    ids = pd.DataFrame({"example_id": pd.Series(list(example_ids), dtype=object)})
-    repeated = ids["example_id"][ids["example_id"].duplicated(keep=False)].drop_duplicates().tolist()
-    frames.append(("probability_examples", ids,
-                   [E.ExpectColumnValuesToNotBeNull(column="example_id"),
-                    E.ExpectColumnValuesToBeUnique(column="example_id")], ["example_id"],
-                   {"expect_column_values_to_be_unique": f"example id(s) {_few(repeated)} appear more than once: "
-                                                         "(example_id, tag) must be unique",
-                    "expect_column_values_to_not_be_null": "examples without an id"}))
+    ids = pd.Series(list(example_ids), dtype=object)
+    null_ids = ids.isna().to_numpy()
+    doubled_rows = ids.duplicated(keep=False).to_numpy() & ~null_ids
+    repeated = ids[doubled_rows].drop_duplicates().tolist()
+    id_counts = pd.DataFrame({"n_ids": [len(ids)], "n_null_ids": [int(null_ids.sum())],
+                              "n_rows_with_repeated_id": [int(doubled_rows.sum())]})
+    frames.append(("probability_examples", id_counts,  # one row: the N ids are counted with pandas
+                   [E.ExpectColumnValuesToBeBetween(column="n_null_ids", min_value=0, max_value=0),
+                    E.ExpectColumnValuesToBeBetween(column="n_rows_with_repeated_id", min_value=0, max_value=0)], [],
+                   {"expect_column_values_to_be_between:n_rows_with_repeated_id":
+                        f"example id(s) {_few(repeated)} appear more than once: (example_id, tag) must be unique",
+                    "expect_column_values_to_be_between:n_null_ids": "examples without an id"}))
+    id_rows = {"n_null_ids": np.flatnonzero(null_ids)[:SAMPLE_SIZE],
+               "n_rows_with_repeated_id": np.flatnonzero(doubled_rows)[:SAMPLE_SIZE]}
     tags = pd.DataFrame({"tag": pd.Series(list(classes), dtype=object)})
     doubled = tags["tag"][tags["tag"].duplicated(keep=False)].drop_duplicates().tolist()
     frames.append(("probability_tags", tags, [E.ExpectColumnValuesToBeUnique(column="tag")], ["tag"],
@@ -375,6 +382,9 @@ def validate_probabilities(
         ))
     failures, count = _validate(frames)
     failures = [_name_cells(f, P, example_ids, classes, aggregates, cells) for f in failures]
+    failures = [GateFailure(f.expectation, f.column, int(id_counts[f.column].iloc[0]),
+                            [{"example_id": example_ids[i], "row": int(i)} for i in id_rows[f.column]],
+                            f.observed, f.message) if f.column in id_rows else f for f in failures]
     return GateResult("probabilities", not failures, failures, count, context=source)
 
 

@@ -82,12 +82,13 @@ def test_features_asset_on_ray_equals_in_process(local_ray, tmp_path: Path) -> N
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(dataset_partitions.name, ["mini"])
     out = {}
-    for name, address in (("in_process", ""), ("ray", "local")):
-        result = dg.materialize(
+    cache = tmp_path / "cache"
+    for name, address, cache_dir in (("in_process", "", ""), ("ray", "local", str(cache))):
+        result = dg.materialize(  # in-process without a cache; Ray through a cold cache (both embed)
             [raw_examples, features], partition_key="mini", instance=instance,
             resources={"datasets": DatasetsResource(data_dir=str(tmp_path / "data")),
                        "curated_store": CuratedStore(path=str(tmp_path / "curated.duckdb")),
-                       "settings": AuditSettings(cache_dir=""),  # no cache: both runs embed
+                       "settings": AuditSettings(cache_dir=cache_dir),
                        "ray": RaySettings(address=address, num_workers=2, rows_per_batch=16)},
         )
         assert result.success
@@ -97,6 +98,17 @@ def test_features_asset_on_ray_equals_in_process(local_ray, tmp_path: Path) -> N
     a, b = out["in_process"], out["ray"]
     assert a.example_ids == b.example_ids and a.exact_keys == b.exact_keys and a.metric == b.metric
     assert np.allclose(a.X, b.X, rtol=0, atol=1e-5)
+    assert len(list((cache / "embeddings").glob("*.npz"))) == 1  # the Ray vectors went into the cache
+
+
+def test_executor_is_configurable() -> None:
+    import dagster as dg
+
+    from dq_pipeline.definitions import build_definitions
+
+    assert build_definitions().resolve_job_def("audit").executor_def is dg.in_process_executor
+    defs = build_definitions(executor=dg.multiprocess_executor)
+    assert defs.resolve_job_def("audit").executor_def is dg.multiprocess_executor
 
 
 def test_read_shards_names_missing_and_repeated_rows(tmp_path: Path) -> None:
