@@ -39,7 +39,9 @@ def test_chunked_write_round_trips(db_path: str, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(store, "WRITE_CHUNK_ROWS", 37)  # many chunks, a short last one
     n, k = 250, 6
     tables, Y, P, ids = _tables(n, k)
-    store.write_audit(db_path, _run("r1", n), tables)
+    seen: list[tuple[int, int]] = []
+    store.write_audit(db_path, _run("r1", n), tables, progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (n + n * k, n + n * k) and len(seen) == -(-n // 37) + -(-n * k // 37)
     pred = store.read_latest(db_path, "predictions", "ds")
     assert len(pred) == n * k and set(pred["run_id"]) == {"r1"}
     pred = pred.sort_values(["example_id", "tag"])

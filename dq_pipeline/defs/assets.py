@@ -404,7 +404,7 @@ def curated(
         **counters,
         "config": settings.model_dump(),
     }
-    store.write_audit(curated_store.path, run, tables)
+    store.write_audit(curated_store.path, run, tables, progress=_progress(context, "DuckDB write", "rows"))
     summary = {k: run[k] for k in ("dataset", "run_id", "n_input_rows", "n_examples", "n_quarantined",
                                    "n_label_issues", "n_ambiguous", "n_outliers", "n_near_duplicates",
                                    "health_score")}
