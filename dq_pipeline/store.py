@@ -487,7 +487,8 @@ def write_audit(db_path: str | Path, run: dict[str, Any], tables: dict[str, pd.D
 
     ``run`` is the ``audit_runs`` row (must hold run_id, dataset and n_input_rows; ``config`` may be a
     dict); ``tables`` maps table name -> frame (without ``dataset``/``run_id``, which are added): a
-    pandas DataFrame or a pyarrow Table / RecordBatchReader, inserted in chunks of
+    pandas DataFrame, a pyarrow Table / RecordBatchReader or anything with ``to_batches(max_chunksize)``
+    (``PredictionRows``), inserted in chunks of
     :data:`WRITE_CHUNK_ROWS` rows inside the one transaction (``progress(rows_done, rows_total)`` after
     each chunk; a RecordBatchReader's rows count once read). Rows of
     a previous write with the same (dataset, run_id) are replaced, so a retried write never duplicates.
@@ -549,14 +550,15 @@ WRITE_CHUNK_ROWS = 131_072
 
 def _chunks(frame: Any, rows: int) -> Iterator[Any]:
     """Slices of ``frame`` of at most ``rows`` rows: a pandas frame (row slices, no copy), a
-    ``pyarrow.Table`` or ``RecordBatchReader`` (record batches)."""
+    ``pyarrow.Table`` or anything with ``to_batches(max_chunksize)`` (record batches, e.g.
+    :class:`dq_pipeline.curate.PredictionRows`), or a ``RecordBatchReader`` / iterable of batches."""
     if isinstance(frame, pd.DataFrame):
         for start in range(0, len(frame), rows):
             yield frame.iloc[start:start + rows]
         return
     import pyarrow as pa
 
-    batches = frame.to_batches(max_chunksize=rows) if isinstance(frame, pa.Table) else frame
+    batches = frame.to_batches(max_chunksize=rows) if hasattr(frame, "to_batches") else frame
     for batch in batches:
         if batch.num_rows:
             yield pa.Table.from_batches([batch])

@@ -1,4 +1,5 @@
-"""Audit writes in chunks: pandas frames in row slices, the predictions table as Arrow record batches,
+"""Audit writes in chunks: pandas frames in row slices, the predictions table as Arrow record batches
+made on demand (``PredictionRows``),
 all in the one transaction (a failure in a late chunk leaves nothing of the audit written)."""
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ def test_chunked_write_round_trips(db_path: str, monkeypatch: pytest.MonkeyPatch
     tables, Y, P, ids = _tables(n, k)
     seen: list[tuple[int, int]] = []
     store.write_audit(db_path, _run("r1", n), tables, progress=lambda done, total: seen.append((done, total)))
-    assert seen[-1] == (n + n * k, n + n * k) and len(seen) == -(-n // 37) + -(-n * k // 37)
+    # examples: 37-row slices; predictions: batches of whole examples, at most 37 rows (6 examples x 6 tags)
+    assert seen[-1] == (n + n * k, n + n * k) and len(seen) == -(-n // 37) + -(-n // (37 // k))
+    assert all(b[0] > a[0] for a, b in zip(seen, seen[1:]))
     pred = store.read_latest(db_path, "predictions", "ds")
     assert len(pred) == n * k and set(pred["run_id"]) == {"r1"}
     pred = pred.sort_values(["example_id", "tag"])
@@ -73,3 +76,15 @@ def test_nothing_lost_still_checked_after_chunked_inserts(db_path: str, monkeypa
     with pytest.raises(store.NothingLostError, match="41 input rows != 40 examples"):
         store.write_audit(db_path, _run("r1", 41), tables)
     assert not Path(db_path).exists() or store.read_latest(db_path, "predictions").empty
+
+
+def test_prediction_rows_match_the_row_major_table() -> None:
+    tables, Y, P, ids = _tables(23, 4)
+    rows = tables["predictions"]
+    frame = rows.to_pandas()
+    assert len(rows) == len(frame) == 92
+    assert frame["example_id"].astype(str).tolist() == [i for i in ids for _ in range(4)]
+    assert frame["tag"].astype(str).tolist() == [f"tag{j}" for j in range(4)] * 23
+    assert (frame["given"].to_numpy() == Y.reshape(-1)).all()
+    assert (frame["probability"].to_numpy() == P.astype(np.float64).reshape(-1)).all()
+    assert sum(b.num_rows for b in rows.to_batches(max_chunksize=10)) == 92  # 2 examples (8 rows) per batch
