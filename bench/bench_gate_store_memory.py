@@ -1,7 +1,8 @@
 """Peak memory and time of the probabilities gate and of the DuckDB audit write at N x K (default 1M x 20):
 the previous code (melt P into N x K rows for GE; build the N x K predictions as a pandas frame, copy it,
 add dataset/run_id, one INSERT) against the current (per-tag aggregates scanned in row chunks; the
-predictions as a dictionary-encoded Arrow table inserted in record batches, pandas frames in row slices).
+predictions as dictionary-encoded Arrow record batches made on demand from Y and P, pandas frames in row
+slices, dataset/run_id added by DuckDB).
 
 The previous code is reproduced here verbatim (from git ea128a5) as the baseline. Each case runs in its
 own process: after the inputs exist (P float64 N x K, Y, ids, the examples frame), the peak-RSS mark is
