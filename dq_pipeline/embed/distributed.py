@@ -143,6 +143,22 @@ def _connect(options: RayOptions) -> bool:
     return True
 
 
+def _quiet_ray_loggers() -> Callable[[], None]:
+    """Raise Ray's Python loggers to ERROR (start-up banners, Ray Data's execution and progress-bar
+    notices); returns the function that restores their levels."""
+    names = ("ray", "ray.data", "ray._private", "ray.data._internal.execution.streaming_executor")
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+
+    def restore() -> None:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+    return restore
+
+
 def _blocks(frame: pd.DataFrame, rows_per_batch: int) -> list[pd.DataFrame]:
     return [frame.iloc[start:start + rows_per_batch] for start in range(0, len(frame), rows_per_batch)]
 
@@ -179,6 +195,7 @@ def run_sharded(
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = frame.reset_index(drop=True).copy()
     frame.insert(0, _ROW, np.arange(n, dtype=np.int64))
+    quiet = _quiet_ray_loggers()  # ours (rows, rate, time left) replace Ray Data's progress and banners
     started_ray = _connect(options)
     try:
         ctx = ray.data.DataContext.get_current()
@@ -222,6 +239,7 @@ def run_sharded(
     finally:
         if started_ray:
             ray.shutdown()
+        quiet()
         if not keep_shards:
             shutil.rmtree(out_dir, ignore_errors=True)
 
