@@ -7,7 +7,8 @@ the very functions the in-process path runs (:func:`dq_pipeline.embed.text.embed
 :func:`dq_pipeline.embed.image.embed_images`, or the tabular ColumnTransformer fitted on the driver),
 and writes each block's vectors to one Parquet file ``part-<first row>.parquet`` (columns ``row``
 BIGINT, ``vector`` FLOAT[D] / DOUBLE[D]). The driver reports progress as blocks finish, then reads the
-shards back with DuckDB in row order and checks that every row came back exactly once.
+shards back with DuckDB into row order (one shard at a time) and checks that every row came back
+exactly once.
 
 Addresses: ``"local"`` starts a local Ray with ``num_workers * cpus_per_worker`` CPUs for this call
 (and shuts it down after); ``"auto"`` or ``"ray://host:10001"`` joins a running cluster (whose workers
@@ -245,7 +246,10 @@ def run_sharded(
 
 
 def read_shards(paths: Sequence[str | Path], n: int) -> np.ndarray:
-    """Read Parquet shards (``row``, ``vector``) with DuckDB in row order; check rows are 0..n-1 once each.
+    """Read Parquet shards (``row``, ``vector``) with DuckDB into row order; check rows are 0..n-1 once each.
+
+    The row numbers of all shards are checked first (one BIGINT column); the vectors are then read one
+    shard at a time into the (n, D) result, so memory peaks at the result plus one shard.
 
     Returns np.ndarray, shape (n, D), the shards' float type.
     """
@@ -257,22 +261,30 @@ def read_shards(paths: Sequence[str | Path], n: int) -> np.ndarray:
         raise RuntimeError(f"no shard came back: 0 of {n} rows embedded")
     con = duckdb.connect()
     try:
-        relation = con.sql("SELECT row, vector FROM read_parquet($files) ORDER BY row", params={"files": files})
-        table = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+        rows = con.sql("SELECT row FROM read_parquet($files) ORDER BY row",
+                       params={"files": files}).fetchnumpy()["row"]
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) != n or not np.array_equal(rows, np.arange(n)):
+            seen = np.bincount(rows[(rows >= 0) & (rows < n)], minlength=n)
+            missing, repeated = np.flatnonzero(seen == 0), np.flatnonzero(seen > 1)
+            raise RuntimeError(f"shards hold {len(rows)} rows for {n} inputs: missing rows {missing[:10].tolist()}"
+                               f"{' ...' if len(missing) > 10 else ''}, repeated rows {repeated[:10].tolist()}")
+        out: np.ndarray | None = None
+        for path in files:
+            relation = con.sql("SELECT row, vector FROM read_parquet($file)", params={"file": path})
+            table = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+            vectors = table.column("vector").combine_chunks()
+            widths = set(pc.list_value_length(vectors).to_numpy(zero_copy_only=False).tolist())
+            width = out.shape[1] if out is not None else next(iter(widths), 0)
+            if widths != {width}:
+                raise RuntimeError(f"{path}: vectors of width {sorted(widths)}, expected {width}")
+            flat = pc.list_flatten(vectors).to_numpy(zero_copy_only=False)
+            if out is None:
+                out = np.empty((n, width), dtype=flat.dtype)
+            out[table.column("row").to_numpy()] = flat.reshape(-1, width)
     finally:
         con.close()
-    rows = table.column("row").to_numpy()
-    if len(rows) != n or not np.array_equal(rows, np.arange(n)):
-        seen = np.bincount(rows[(rows >= 0) & (rows < n)], minlength=n)
-        missing, repeated = np.flatnonzero(seen == 0), np.flatnonzero(seen > 1)
-        raise RuntimeError(f"shards hold {len(rows)} rows for {n} inputs: missing rows {missing[:10].tolist()}"
-                           f"{' ...' if len(missing) > 10 else ''}, repeated rows {repeated[:10].tolist()}")
-    vectors = table.column("vector").combine_chunks()
-    lengths = pc.list_value_length(vectors).to_numpy(zero_copy_only=False)
-    if len(set(lengths.tolist())) != 1:
-        raise RuntimeError(f"shards hold vectors of different widths {sorted(set(lengths.tolist()))}")
-    flat = pc.list_flatten(vectors).to_numpy(zero_copy_only=False)
-    return flat.reshape(n, int(lengths[0]))
+    return out
 
 
 def embed_distributed(

@@ -114,14 +114,17 @@ def test_executor_is_configurable() -> None:
 def test_read_shards_names_missing_and_repeated_rows(tmp_path: Path) -> None:
     from dq_pipeline.embed.distributed import read_shards
 
-    def shard(name: str, rows: list[int]) -> Path:
-        flat = pa.array(np.ones(len(rows) * 3, dtype=np.float32))
+    def shard(name: str, rows: list[int], width: int = 3) -> Path:
+        flat = pa.array(np.repeat(np.asarray(rows, dtype=np.float32), width))  # each row's values = its number
         path = tmp_path / name
         pq.write_table(pa.table({"row": pa.array(rows, pa.int64()),
-                                 "vector": pa.FixedSizeListArray.from_arrays(flat, 3)}), path)
+                                 "vector": pa.FixedSizeListArray.from_arrays(flat, width)}), path)
         return path
 
-    good = read_shards([shard("b.parquet", [2, 3]), shard("a.parquet", [0, 1])], 4)
+    good = read_shards([shard("b.parquet", [3, 2]), shard("a.parquet", [0, 1])], 4)
     assert good.shape == (4, 3) and good.dtype == np.float32
+    assert (good == np.arange(4, dtype=np.float32)[:, None]).all()  # put back in row order
+    with pytest.raises(RuntimeError, match=r"vectors of width \[2\], expected 3"):
+        read_shards([shard("e.parquet", [0, 1]), shard("f.parquet", [2], width=2)], 3)
     with pytest.raises(RuntimeError, match=r"missing rows \[4\], repeated rows \[1\]"):
         read_shards([shard("c.parquet", [0, 1, 2, 3]), shard("d.parquet", [1])], 5)
