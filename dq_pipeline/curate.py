@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -185,6 +186,54 @@ def curated_labels(
     })
 
 
+@dataclass(frozen=True)
+class PredictionRows:
+    """The ``predictions`` table (one row per (example, tag), row-major: example_id, tag, given,
+    probability), generated lazily from Y and P (N, K) as Arrow record batches: never N x K Python
+    objects nor one N x K table in memory. ``len()`` is N x K; ``to_batches(max_chunksize)`` yields
+    ``pyarrow.RecordBatch`` es of whole examples (``example_id`` and ``tag`` dictionary-encoded);
+    ``to_table()`` / ``to_pandas()`` build everything at once (small data, tests)."""
+
+    ids: list[str]
+    classes: list[str]
+    Y: np.ndarray
+    P: np.ndarray
+
+    def __len__(self) -> int:
+        return int(np.shape(self.Y)[0] * np.shape(self.Y)[1])
+
+    def to_batches(self, max_chunksize: int | None = None) -> Any:
+        import pyarrow as pa
+
+        n, k = np.shape(self.Y)
+        ids, classes = pa.array(self.ids, pa.string()), pa.array(list(self.classes), pa.string())
+        step = max(1, (max_chunksize or n * k or 1) // max(k, 1))
+        tag_codes = np.arange(k, dtype=np.int32)
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            yield pa.RecordBatch.from_pydict({
+                "example_id": pa.DictionaryArray.from_arrays(
+                    np.repeat(np.arange(start, stop, dtype=np.int32), k), ids),
+                "tag": pa.DictionaryArray.from_arrays(np.tile(tag_codes, stop - start), classes),
+                "given": pa.array(np.asarray(self.Y[start:stop], dtype=bool).reshape(-1)),
+                "probability": pa.array(np.asarray(self.P[start:stop], dtype=np.float64).reshape(-1)),
+            })
+
+    def to_table(self) -> Any:
+        import pyarrow as pa
+
+        batches = list(self.to_batches())
+        return pa.Table.from_batches(batches) if batches else pa.table({})
+
+    def to_pandas(self) -> pd.DataFrame:
+        return self.to_table().to_pandas()
+
+
+def predictions_table(ids: list[str], classes: list[str], Y: np.ndarray, P: np.ndarray) -> PredictionRows:
+    """The ``predictions`` table of an audit as :class:`PredictionRows` (the store inserts it batch by batch)."""
+    return PredictionRows(list(ids), list(classes), np.asarray(Y), np.asarray(P))
+
+
 def audit_tables(
     examples: pd.DataFrame,
     quarantine: pd.DataFrame,
@@ -199,8 +248,10 @@ def audit_tables(
     duplicates: DetectorResult,
     policy: CurationPolicy = CurationPolicy(),
     reviews: pd.DataFrame | None = None,
-) -> tuple[dict[str, pd.DataFrame], dict[str, float | int]]:
-    """Build every table of one audit (without dataset/run_id) and the audit_runs counters.
+) -> tuple[dict[str, Any], dict[str, float | int]]:
+    """Build every table of one audit (without dataset/run_id) and the audit_runs counters. Each table
+    is a pandas frame, except ``predictions`` (N x K rows): :class:`PredictionRows`, Arrow record
+    batches made on demand (:func:`predictions_table`).
 
     Y, P: (N, K) given tags and out-of-fold probabilities; detector results are over the same N rows.
     ``reviews``: the dataset's review decisions (columns example_id, action, labels, content_key,
@@ -261,10 +312,7 @@ def audit_tables(
             "given": li["given"].astype(bool), "probability": li["probability"], "kind": li["kind"],
             "score": li["score"],
         })
-    predictions = pd.DataFrame({
-        "example_id": np.repeat(id_arr, k), "tag": np.tile(cls_arr, n),
-        "given": Y.astype(bool).reshape(-1), "probability": np.asarray(P, dtype=np.float64).reshape(-1),
-    })
+    predictions = predictions_table(ids, classes, Y, P)
     summary = class_summary(Y, S, label.details, classes, list(auroc))
     confusions = confusion_pairs(label.details, classes)
     curated = curated_labels(

@@ -10,12 +10,13 @@ from dq_pipeline import store
 from dq_pipeline.defs.assets import AUDIT_ASSETS, TAGGER_ASSETS, tagger_job
 from dq_pipeline.defs.automation import audit_job, daily_reaudit, dataset_folder_sensor
 from dq_pipeline.defs.checks import AUDIT_CHECKS
-from dq_pipeline.defs.resources import AuditSettings, CuratedStore, DatasetsResource
+from dq_pipeline.defs.resources import AuditSettings, CuratedStore, DatasetsResource, RaySettings
 
 
 def build_definitions(
     data_dir: str | None = None, db_path: str | None = None, settings: AuditSettings | None = None,
     in_memory: bool = False, loggers: dict[str, dg.LoggerDefinition] | None = None,
+    ray: RaySettings | None = None, executor: dg.ExecutorDefinition | None = None,
 ) -> dg.Definitions:
     """All assets, gates, the audit job, sensor and schedule, wired to a data folder and a DuckDB file.
 
@@ -23,7 +24,9 @@ def build_definitions(
     in-process (one process per run), so models load once per run. ``in_memory`` hands step outputs
     over in memory instead of pickling them to the instance's storage (for one-off runs on an ephemeral
     instance, whose storage is discarded anyway). ``loggers`` replaces Dagster's console logger (the
-    CLI's brief one).
+    CLI's brief one). ``ray`` shards the embedding on a Ray cluster (default: ``RaySettings()``, in-process
+    unless ``$DQ_RAY_ADDRESS`` is set). ``executor`` replaces the in-process executor (e.g.
+    ``dg.multiprocess_executor`` or dagster-k8s's ``k8s_job_executor``; see docs/scale-out.md).
     """
     resources: dict[str, object] = {"io_manager": dg.mem_io_manager} if in_memory else {}
     return dg.Definitions(
@@ -36,9 +39,10 @@ def build_definitions(
             "datasets": DatasetsResource(data_dir=data_dir or os.environ.get("DQ_DATA_DIR", "data")),
             "curated_store": CuratedStore(path=db_path or store.default_db_path()),
             "settings": settings or AuditSettings(),
+            "ray": ray or RaySettings(),
             **resources,
         },
-        executor=dg.in_process_executor,
+        executor=executor or dg.in_process_executor,
         loggers=loggers,
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -242,6 +243,14 @@ def validate_raw_examples(
     return GateResult("raw_examples", not failures, failures, n, context=source)
 
 
+def _rows_finite(X: np.ndarray, chunk_rows: int = 16_384) -> np.ndarray:
+    """(N,) bool: every value of the row finite; scanned in row chunks (no N x D temporary)."""
+    out = np.empty(len(X), dtype=bool)
+    for start in range(0, len(X), chunk_rows):
+        out[start:start + chunk_rows] = np.isfinite(X[start:start + chunk_rows]).all(axis=1)
+    return out
+
+
 def validate_features(features: np.ndarray, example_ids: list[str], *, source: str = "") -> GateResult:
     """Gate on the feature matrix (N, D): one row per example (unique ids), every value finite."""
     import great_expectations as gx
@@ -250,7 +259,7 @@ def validate_features(features: np.ndarray, example_ids: list[str], *, source: s
     X = np.asarray(features)
     frame = pd.DataFrame({
         "example_id": list(example_ids)[: len(X)] + [None] * max(0, len(X) - len(example_ids)),
-        "all_values_finite": np.isfinite(X).all(axis=1) if X.ndim == 2 else np.zeros(len(X), bool),
+        "all_values_finite": _rows_finite(X) if X.ndim == 2 else np.zeros(len(X), bool),
     })
     exps = [
         E.ExpectTableRowCountToEqual(value=len(example_ids)),
@@ -264,25 +273,129 @@ def validate_features(features: np.ndarray, example_ids: list[str], *, source: s
     return GateResult("features", not failures, failures, n + 1, context=source)
 
 
+#: Rows of P scanned at a time by the probabilities gate (memory: about CHUNK_ROWS x K booleans).
+CHUNK_ROWS = 65_536
+
+
+def _scan_probabilities(
+    P: np.ndarray, progress: Callable[[int, int], None] | None, chunk_rows: int
+) -> tuple[pd.DataFrame, dict[str, list[tuple[int, int]]]]:
+    """Per-tag aggregates of P (N, K), in row chunks: ``n_null`` (NaN), ``n_below_0``, ``n_above_1``,
+    ``min``, ``max`` (over the non-null values); and the first ``SAMPLE_SIZE`` offending cells
+    ``(row, tag index)`` of each kind (keyed by the aggregate column), in row order."""
+    n, k = P.shape
+    n_null = np.zeros(k, dtype=np.int64)
+    below, above = np.zeros(k, dtype=np.int64), np.zeros(k, dtype=np.int64)
+    lo, hi = np.full(k, np.inf), np.full(k, -np.inf)
+    cells: dict[str, list[tuple[int, int]]] = {"n_null": [], "n_below_0": [], "n_above_1": []}
+    for start in range(0, n, chunk_rows):
+        block = P[start:start + chunk_rows]
+        null = np.isnan(block)
+        n_null += null.sum(axis=0)
+        with np.errstate(invalid="ignore"):
+            low, high = block < 0, block > 1
+        below += low.sum(axis=0)
+        above += high.sum(axis=0)
+        if not null.all():
+            lo = np.fmin(lo, np.nanmin(np.where(null, np.inf, block), axis=0))
+            hi = np.fmax(hi, np.nanmax(np.where(null, -np.inf, block), axis=0))
+        for kind, mask in (("n_null", null), ("n_below_0", low), ("n_above_1", high)):
+            if len(cells[kind]) < SAMPLE_SIZE and mask.any():
+                found = np.argwhere(mask)[: SAMPLE_SIZE - len(cells[kind])]
+                cells[kind] += [(start + int(i), int(j)) for i, j in found]
+        if progress is not None:
+            progress(min(start + chunk_rows, n), n)
+    aggregates = pd.DataFrame({"tag_index": np.arange(k), "n_null": n_null, "n_below_0": below,
+                               "n_above_1": above, "min": np.where(np.isfinite(lo), lo, np.nan),
+                               "max": np.where(np.isfinite(hi), hi, np.nan)})
+    return aggregates, cells
+
+
 def validate_probabilities(
-    probabilities: np.ndarray, example_ids: list[str], classes: list[str], *, source: str = ""
+    probabilities: np.ndarray, example_ids: list[str], classes: list[str], *, source: str = "",
+    progress: Callable[[int, int], None] | None = None, chunk_rows: int = CHUNK_ROWS,
 ) -> GateResult:
-    """Gate on out-of-fold probabilities (N, K): one per (example, tag), each in [0, 1], not null."""
+    """Gate on out-of-fold probabilities (N, K): one per (example, tag), each in [0, 1], not null.
+
+    P is never melted into N x K rows: it is scanned in chunks of ``chunk_rows`` rows (numpy, in P's
+    own dtype) into per-tag aggregates, and the GE expectations run on those aggregates (K rows), on
+    counts of null and repeated example ids (one pandas hash pass over the N ids) and on the tags, so
+    memory stays about ``chunk_rows x K`` booleans plus the ids' hash.
+    A failure names the example (id and row position in P), the tag and the value, e.g.
+    ``{example_id='e7', row=7, tag='joy', probability=1.5}``, and counts the offending cells.
+    ``progress(done_rows, total_rows)`` is called after each chunk.
+    """
     import great_expectations as gx
 
     E = gx.expectations
-    P = np.asarray(probabilities, dtype=np.float64)
-    n, k = (P.shape + (1,))[:2] if P.ndim >= 1 else (0, 0)
-    long = pd.DataFrame({
-        "example_id": np.repeat(np.asarray(example_ids, dtype=object)[:n], k) if P.ndim == 2 else [],
-        "tag": np.tile(np.asarray(classes, dtype=object)[:k], n) if P.ndim == 2 else [],
-        "probability": P.reshape(-1) if P.ndim == 2 else [],
-    })
-    exps = [
-        E.ExpectTableRowCountToEqual(value=len(example_ids) * len(classes)),
-        E.ExpectColumnValuesToNotBeNull(column="probability"),
-        E.ExpectColumnValuesToBeBetween(column="probability", min_value=0.0, max_value=1.0),
-        E.ExpectCompoundColumnsToBeUnique(column_list=["example_id", "tag"]),
-    ]
-    failures, count = _validate([("probabilities", long, exps, ["example_id", "tag"])])
+    P = np.asarray(probabilities)
+    if P.dtype.kind not in "fc":
+        P = P.astype(np.float64)
+    shape_ok = P.ndim == 2 and P.shape == (len(example_ids), len(classes))
+    n_rows, n_tags = (P.shape + (0, 0))[:2] if P.ndim else (0, 0)
+    shape = pd.DataFrame({"n_rows": [n_rows], "n_tags": [n_tags], "ndim": [P.ndim]})
+    frames: list[tuple] = [(
+        "probabilities_shape", shape,
+        [E.ExpectColumnValuesToBeInSet(column="ndim", value_set=[2]),
+         E.ExpectColumnValuesToBeInSet(column="n_rows", value_set=[len(example_ids)]),
+         E.ExpectColumnValuesToBeInSet(column="n_tags", value_set=[len(classes)])], [],
+        {"expect_column_values_to_be_in_set": (
+            f"probabilities of shape {P.shape}, expected ({len(example_ids)}, {len(classes)}): one per "
+            "(example, tag)")},
+    )]
+    ids = pd.Series(list(example_ids), dtype=object)
+    null_ids = ids.isna().to_numpy()
+    doubled_rows = ids.duplicated(keep=False).to_numpy() & ~null_ids
+    repeated = ids[doubled_rows].drop_duplicates().tolist()
+    id_counts = pd.DataFrame({"n_ids": [len(ids)], "n_null_ids": [int(null_ids.sum())],
+                              "n_rows_with_repeated_id": [int(doubled_rows.sum())]})
+    frames.append(("probability_examples", id_counts,  # one row: the N ids are counted with pandas
+                   [E.ExpectColumnValuesToBeBetween(column="n_null_ids", min_value=0, max_value=0),
+                    E.ExpectColumnValuesToBeBetween(column="n_rows_with_repeated_id", min_value=0, max_value=0)], [],
+                   {"expect_column_values_to_be_between:n_rows_with_repeated_id":
+                        f"example id(s) {_few(repeated)} appear more than once: (example_id, tag) must be unique",
+                    "expect_column_values_to_be_between:n_null_ids": "examples without an id"}))
+    id_rows = {"n_null_ids": np.flatnonzero(null_ids)[:SAMPLE_SIZE],
+               "n_rows_with_repeated_id": np.flatnonzero(doubled_rows)[:SAMPLE_SIZE]}
+    tags = pd.DataFrame({"tag": pd.Series(list(classes), dtype=object)})
+    doubled = tags["tag"][tags["tag"].duplicated(keep=False)].drop_duplicates().tolist()
+    frames.append(("probability_tags", tags, [E.ExpectColumnValuesToBeUnique(column="tag")], ["tag"],
+                   {"expect_column_values_to_be_unique": f"tag(s) {_few(doubled)} appear more than once: "
+                                                         "(example_id, tag) must be unique"}))
+    cells: dict[str, list[tuple[int, int]]] = {}
+    aggregates = None
+    if P.ndim == 2 and P.shape[1] == len(classes):
+        aggregates, cells = _scan_probabilities(P, progress, chunk_rows)
+        aggregates.insert(0, "tag", list(classes))
+        total = {c: int(aggregates[c].sum()) for c in ("n_null", "n_below_0", "n_above_1")}
+        word = {c: "probability" if v == 1 else "probabilities" for c, v in total.items()}
+        frames.append((
+            "probability_values", aggregates,
+            [E.ExpectColumnValuesToBeBetween(column="n_null", min_value=0, max_value=0),
+             E.ExpectColumnValuesToBeBetween(column="n_below_0", min_value=0, max_value=0),
+             E.ExpectColumnValuesToBeBetween(column="n_above_1", min_value=0, max_value=0)], ["tag"],
+            {"expect_column_values_to_be_between:n_null": f"{total['n_null']} {word['n_null']} missing (NaN)",
+             "expect_column_values_to_be_between:n_below_0":
+                 f"{total['n_below_0']} {word['n_below_0']} below 0 (outside [0, 1])",
+             "expect_column_values_to_be_between:n_above_1":
+                 f"{total['n_above_1']} {word['n_above_1']} above 1 (outside [0, 1])"},
+        ))
+    failures, count = _validate(frames)
+    failures = [_name_cells(f, P, example_ids, classes, aggregates, cells) for f in failures]
+    failures = [GateFailure(f.expectation, f.column, int(id_counts[f.column].iloc[0]),
+                            [{"example_id": example_ids[i], "row": int(i)} for i in id_rows[f.column]],
+                            f.observed, f.message) if f.column in id_rows else f for f in failures]
     return GateResult("probabilities", not failures, failures, count, context=source)
+
+
+def _name_cells(failure: GateFailure, P: np.ndarray, example_ids: list[str], classes: list[str],
+                aggregates: pd.DataFrame | None, cells: dict[str, list[tuple[int, int]]]) -> GateFailure:
+    """A failed aggregate expectation restated over the offending cells: how many, and a sample naming
+    each cell's example id, row position, tag and value."""
+    column = failure.column or ""
+    if aggregates is None or column not in ("n_null", "n_below_0", "n_above_1"):
+        return failure
+    sample = [{"example_id": example_ids[i], "row": i, "tag": classes[j], "probability": float(P[i, j])}
+              for i, j in cells.get(column, [])]
+    return GateFailure(failure.expectation, column, int(aggregates[column].sum()), sample,
+                       failure.observed, failure.message)

@@ -24,7 +24,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -481,11 +481,16 @@ def _rollback(con: Any, exc: BaseException) -> None:
 
 # --------------------------------------------------------------------------------------- writes
 
-def write_audit(db_path: str | Path, run: dict[str, Any], tables: dict[str, pd.DataFrame]) -> None:
+def write_audit(db_path: str | Path, run: dict[str, Any], tables: dict[str, pd.DataFrame],
+                progress: Callable[[int, int], None] | None = None) -> None:
     """Write one audit atomically.
 
     ``run`` is the ``audit_runs`` row (must hold run_id, dataset and n_input_rows; ``config`` may be a
-    dict); ``tables`` maps table name -> frame (without ``dataset``/``run_id``, which are added). Rows of
+    dict); ``tables`` maps table name -> frame (without ``dataset``/``run_id``, which are added): a
+    pandas DataFrame, a pyarrow Table / RecordBatchReader or anything with ``to_batches(max_chunksize)``
+    (``PredictionRows``), inserted in chunks of
+    :data:`WRITE_CHUNK_ROWS` rows inside the one transaction (``progress(rows_done, rows_total)`` after
+    each chunk; a RecordBatchReader's rows count once read). Rows of
     a previous write with the same (dataset, run_id) are replaced, so a retried write never duplicates.
     Before COMMIT the transaction checks n_input_rows == examples + quarantine rows written for this run
     and raises :class:`NothingLostError` (rolled back) otherwise. Any failure leaves the previous audit
@@ -510,11 +515,16 @@ def write_audit(db_path: str | Path, run: dict[str, Any], tables: dict[str, pd.D
             for name in TABLES if retried else ():  # a new run has no rows to replace: skip the scans
                 con.execute(f"DELETE FROM {name} WHERE dataset = ? AND run_id = ?", [dataset, run_id])
             _insert(con, "audit_runs", pd.DataFrame([run_row]))
-            for name, frame in tables.items():
-                frame = frame.copy()
-                frame.insert(0, "run_id", run_id)
-                frame.insert(0, "dataset", dataset)
-                _insert(con, name, frame)
+            total = sum(len(frame) for frame in tables.values() if hasattr(frame, "__len__"))
+            done = [0]
+
+            def advance(rows: int) -> None:
+                done[0] += rows
+                if progress is not None:
+                    progress(min(done[0], total), max(total, done[0]))
+
+            for name, frame in tables.items():  # in chunks, dataset and run_id added by DuckDB (no copy)
+                _insert(con, name, frame, {"dataset": dataset, "run_id": run_id}, advance=advance)
             n_examples, n_quarantined = (
                 con.execute(f"SELECT count(*) FROM {name} WHERE dataset = ? AND run_id = ?",
                             [dataset, run_id]).fetchone()[0]
@@ -533,19 +543,51 @@ def write_audit(db_path: str | Path, run: dict[str, Any], tables: dict[str, pd.D
             raise
 
 
-def _insert(con: Any, table: str, frame: pd.DataFrame) -> None:
-    if frame.empty:
+#: Rows per INSERT of an audit table: a large frame (predictions N x K, examples) goes to DuckDB in
+#: slices / Arrow record batches of this many rows, never as one extra full copy.
+WRITE_CHUNK_ROWS = 131_072
+
+
+def _chunks(frame: Any, rows: int) -> Iterator[Any]:
+    """Slices of ``frame`` of at most ``rows`` rows: a pandas frame (row slices, no copy), a
+    ``pyarrow.Table`` or anything with ``to_batches(max_chunksize)`` (record batches, e.g.
+    :class:`dq_pipeline.curate.PredictionRows`), or a ``RecordBatchReader`` / iterable of batches."""
+    if isinstance(frame, pd.DataFrame):
+        for start in range(0, len(frame), rows):
+            yield frame.iloc[start:start + rows]
         return
-    con.register("_dq_frame", frame)
-    try:
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _dq_frame")
-    except BaseException as exc:  # unregistering in an aborted transaction fails too: never hide exc
+    import pyarrow as pa
+
+    batches = frame.to_batches(max_chunksize=rows) if hasattr(frame, "to_batches") else frame
+    for batch in batches:
+        if batch.num_rows:
+            yield pa.Table.from_batches([batch])
+
+
+def _insert(con: Any, table: str, frame: Any, constants: dict[str, str] | None = None,
+            chunk_rows: int | None = None, advance: Callable[[int], None] | None = None) -> None:
+    """``INSERT INTO table BY NAME`` the rows of ``frame`` (pandas frame, pyarrow Table or
+    RecordBatchReader), in chunks of ``chunk_rows`` (default :data:`WRITE_CHUNK_ROWS`) rows, with each
+    of ``constants`` (column -> value, e.g. dataset and run_id) added as a column by DuckDB;
+    ``advance(rows)`` after each chunk."""
+    select = ", ".join(f"?::VARCHAR AS {column}" for column in constants or {})
+    sql = f"INSERT INTO {table} BY NAME SELECT {select + ', ' if select else ''}* FROM _dq_frame"
+    params = list((constants or {}).values())
+    for chunk in _chunks(frame, chunk_rows or WRITE_CHUNK_ROWS):
+        if len(chunk) == 0:
+            continue
+        con.register("_dq_frame", chunk)
         try:
-            con.unregister("_dq_frame")
-        except Exception as unregister_exc:
-            exc.add_note(f"(unregistering the frame then failed too: {unregister_exc})")
-        raise
-    con.unregister("_dq_frame")
+            con.execute(sql, params)
+        except BaseException as exc:  # unregistering in an aborted transaction fails too: never hide exc
+            try:
+                con.unregister("_dq_frame")
+            except Exception as unregister_exc:
+                exc.add_note(f"(unregistering the frame then failed too: {unregister_exc})")
+            raise
+        con.unregister("_dq_frame")
+        if advance is not None:
+            advance(len(chunk))
 
 
 # --------------------------------------------------------------------------------------- reads

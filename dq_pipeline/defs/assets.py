@@ -18,7 +18,7 @@ from dq_pipeline import result_cache
 from dq_pipeline import store
 from dq_pipeline.curate import CurationPolicy, audit_tables
 from dq_pipeline.defs.partitions import dataset_partitions
-from dq_pipeline.defs.resources import DUCKDB_POOL, AuditSettings, CuratedStore, DatasetsResource
+from dq_pipeline.defs.resources import DUCKDB_POOL, AuditSettings, CuratedStore, DatasetsResource, RaySettings
 from dq_pipeline.export import source_digest
 from dq_pipeline.ingest import load_examples, tags_matrix
 from dq_pipeline.issues.base import DetectorResult
@@ -161,10 +161,13 @@ def raw_examples(
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP, kinds={"python", "torch"})
-def features(context: dg.AssetExecutionContext, raw_examples: RawDataset, settings: AuditSettings) -> Features:
+def features(
+    context: dg.AssetExecutionContext, raw_examples: RawDataset, settings: AuditSettings, ray: RaySettings
+) -> Features:
     """Per-example features: sentence-transformers embeddings for text, pretrained-CNN (or CLIP) image
     embeddings, or a scaled/one-hot/imputed ColumnTransformer matrix for tabular rows. Embeddings are
-    cached by content and model, so an unchanged dataset skips the model on re-audit."""
+    cached by content and model, so an unchanged dataset skips the model on re-audit. With the ``ray``
+    resource's ``address`` set, the rows are sharded across a Ray actor pool (same vectors)."""
     from dq_pipeline.embed.cache import EmbeddingCache, file_keys
     from dq_pipeline.issues.duplicates import row_key, text_key
 
@@ -172,7 +175,9 @@ def features(context: dg.AssetExecutionContext, raw_examples: RawDataset, settin
     modality = raw_examples.manifest.modality
     cache = EmbeddingCache(Path(settings.cache_dir) / "embeddings") if settings.cache_dir else None
     t0 = time.perf_counter()
-    if modality == "text":
+    if ray.enabled:
+        X, metric, keys, model_name = _features_on_ray(context, ex, modality, settings, ray, cache)
+    elif modality == "text":
         from dq_pipeline.embed.text import embed_texts_cached
 
         X = embed_texts_cached(list(ex["text"]), settings.text_model, cache, batch_size=settings.batch_size,
@@ -202,6 +207,37 @@ def features(context: dg.AssetExecutionContext, raw_examples: RawDataset, settin
     feats = Features(list(ex["example_id"]), np.asarray(X), metric, keys)
     context.add_output_metadata({"content_key": feats.fingerprint[:12]})
     return feats
+
+
+def _features_on_ray(
+    context: dg.AssetExecutionContext, ex: pd.DataFrame, modality: str, settings: AuditSettings,
+    ray: RaySettings, cache: Any,
+) -> tuple[np.ndarray, str, list[str], str]:
+    """``(X, metric, exact_keys, model)`` of ``features``, embedded on the Ray actor pool of ``ray``."""
+    from dq_pipeline.embed import distributed
+    from dq_pipeline.embed.cache import file_keys
+    from dq_pipeline.issues.duplicates import row_key, text_key
+
+    options, stats = ray.options(), {}
+    where = f"ray {options.address}, {options.num_workers} workers"
+    kw = {"options": options, "shard_dir": ray.shard_dir or None, "stats": stats}
+    if modality == "tabular":
+        columns = [c for c in ex.columns if c not in ("example_id", "row_number", "tags")]
+        X = distributed.featurize_tabular_distributed(
+            ex, columns, progress=_progress(context, f"tabular features ({where})", "rows"), **kw)
+        metric, keys, model_name = "euclidean", [row_key(r) for r in X], "ColumnTransformer"
+    else:
+        column, model_name = ("text", settings.text_model) if modality == "text" else ("image_path", settings.image_model)
+        unit = "texts" if modality == "text" else "images"
+        X = distributed.embed_cached_distributed(
+            list(ex[column]), modality, model_name, cache, batch_size=settings.batch_size,
+            progress=_progress(context, f"{modality} embeddings ({where})", unit), **kw)
+        metric = "cosine"
+        keys = [text_key(t) for t in ex["text"]] if modality == "text" else file_keys(model_name, list(ex[column]))
+    if stats:
+        context.add_output_metadata({"ray_workers": stats["workers"], "ray_shards": stats["shards"],
+                                     "ray_rows_per_worker": str(stats["rows_per_worker"])})
+    return X, metric, keys, model_name
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP, kinds={"python", "scikitlearn"})
@@ -368,7 +404,7 @@ def curated(
         **counters,
         "config": settings.model_dump(),
     }
-    store.write_audit(curated_store.path, run, tables)
+    store.write_audit(curated_store.path, run, tables, progress=_progress(context, "DuckDB write", "rows"))
     summary = {k: run[k] for k in ("dataset", "run_id", "n_input_rows", "n_examples", "n_quarantined",
                                    "n_label_issues", "n_ambiguous", "n_outliers", "n_near_duplicates",
                                    "health_score")}

@@ -12,6 +12,7 @@ from dq_pipeline import store
 from dq_pipeline.defs.partitions import dataset_partitions
 from dq_pipeline.defs.assets import Features, Predictions, RawDataset, cache_metadata, reuse
 from dq_pipeline.defs.resources import DUCKDB_POOL, AuditSettings, CuratedStore
+from dq_pipeline.progress import throttled
 
 
 # Checks carry the asset's partitions (each run validates its own dataset's partition only); Dagster
@@ -63,9 +64,9 @@ def features_gate(raw: RawDataset, feats: Features) -> gates.GateResult:
     return gates.validate_features(feats.X, list(raw.examples["example_id"]), source=raw.manifest.name)
 
 
-def probabilities_gate(raw: RawDataset, preds: Predictions) -> gates.GateResult:
+def probabilities_gate(raw: RawDataset, preds: Predictions, progress=None) -> gates.GateResult:
     return gates.validate_probabilities(preds.P, list(raw.examples["example_id"]), raw.classes,
-                                        source=raw.manifest.name)
+                                        source=raw.manifest.name, progress=progress)
 
 
 def run_gates(
@@ -128,7 +129,8 @@ def probabilities_gate_check(
     p = oof_probabilities
     yield from _checked(context, settings, "probabilities_gate",
                     [p.fingerprint, raw_examples.fingerprint, raw_examples.manifest.name],
-                    lambda: probabilities_gate(raw_examples, p))
+                    lambda: probabilities_gate(raw_examples, p,
+                                               throttled(context.log.info, "probabilities gate", "rows")))
 
 
 @dg.asset_check(asset="curated", blocking=True, name="nothing_lost", partitions_def=dataset_partitions,

@@ -86,3 +86,34 @@ class AuditSettings(dg.ConfigurableResource):
     def result_cache(self) -> ResultCache | None:
         """Cache of stage results and gate verdicts under ``<cache_dir>/results`` (None when disabled)."""
         return ResultCache(Path(self.cache_dir) / "results") if self.cache_dir else None
+
+
+class RaySettings(dg.ConfigurableResource):
+    """Where the ``features`` asset embeds: in-process (default, ``address`` empty) or sharded across a
+    Ray actor pool (:mod:`dq_pipeline.embed.distributed`; needs ``pip install 'dq_pipeline[ray]'``).
+    Same model, preprocessing and vectors either way; the embedding cache is shared."""
+
+    address: str = Field(
+        default=os.environ.get("DQ_RAY_ADDRESS", ""),
+        description="'' = embed in-process (default); 'local' = start a local Ray for the step; 'auto' or "
+                    "'ray://host:10001' = join a running cluster ($DQ_RAY_ADDRESS sets the default)")
+    num_workers: int = Field(default=int(os.environ.get("DQ_RAY_WORKERS", "2")),
+                             description="Actors in the pool; each loads the model once ($DQ_RAY_WORKERS)")
+    rows_per_batch: int = Field(default=1024, description="Rows per block = per map_batches call = per Parquet shard")
+    cpus_per_worker: float = Field(default=1.0, description="CPUs each actor reserves (its torch threads)")
+    gpus_per_worker: float = Field(default=0.0, description="GPUs each actor reserves (0 = CPU only)")
+    shard_dir: str = Field(
+        default="", description="Folder for the Parquet shards (a folder every worker and the driver see on "
+                                "a cluster); '' = the system's temporary folder. Removed after reading")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.address.strip())
+
+    def options(self) -> "RayOptions":
+        """The :class:`~dq_pipeline.embed.distributed.RayOptions` of these settings."""
+        from dq_pipeline.embed.distributed import RayOptions
+
+        return RayOptions(address=self.address.strip(), num_workers=self.num_workers,
+                          rows_per_batch=self.rows_per_batch, cpus_per_worker=self.cpus_per_worker,
+                          gpus_per_worker=self.gpus_per_worker)

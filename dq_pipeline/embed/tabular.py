@@ -291,3 +291,22 @@ def featurize_tabular(
         raise ValueError(f"column {source!r}, {_describe_row(frame, i, id_columns)}: value "
                          f"{_show(frame[source].iloc[i])} gives a non-finite feature {name!r} ({features[i, j]})")
     return features
+
+
+def fit_tabular_transformer(
+    frame: pd.DataFrame,
+    feature_columns: Sequence[str] | None = None,
+    *,
+    max_categories: int | None = MAX_CATEGORIES,
+    id_columns: Sequence[str] = ID_COLUMNS,
+) -> tuple[ColumnTransformer, list[str]]:
+    """The ColumnTransformer of :func:`featurize_tabular`, fitted on ``frame`` (input checked the same
+    way), and the input columns its ``transform`` takes, in order. ``transform`` of any block of rows
+    then gives exactly those rows of ``featurize_tabular(frame, ...)`` (the distributed path uses it)."""
+    transformer = build_tabular_transformer(frame, feature_columns, max_categories)
+    numeric = next((cols for name, _, cols in transformer.transformers if name == "numeric"), [])
+    _check_numeric_input(frame, numeric, id_columns)
+    columns = [c for _, _, cols in transformer.transformers for c in cols]
+    with np.errstate(over="ignore", invalid="ignore"):
+        transformer.fit(frame[columns])
+    return transformer, columns
