@@ -163,17 +163,22 @@ def _tag_issues(con: Any, dataset: str, run_id: str, ids: list[str]) -> dict[str
 def list_datasets(db_path: str | Path) -> list[dict[str, Any]]:
     """One dict per dataset with a successful audit (its latest): dataset, run_id, finished_at, modality,
     folder, n_examples, health_score (at audit time), n_label_issues, n_ambiguous, n_outliers,
-    n_near_duplicates, n_conflicts, n_open, n_reviewed (live: decisions taken since count), and
-    health_score_now (1 - n_open / n_examples)."""
+    n_near_duplicates, n_conflicts, n_open, n_reviewed (live: decisions taken since count),
+    health_score_now (1 - n_open / n_examples), and expected_error_rate with expected_error_rate_lo / _hi
+    (estimated share of wrongly tagged examples and its 90% interval; None before schema version 4)."""
     with store.connect(db_path, read_only=True) as con:
         _check_schema(con, db_path)
         return _datasets(con, None)
 
 
 def _datasets(con: Any, dataset: str | None) -> list[dict[str, Any]]:
+    # expected_error_rate (+ interval) from schema version 4 on; NULL for a file read as it is at version 3
+    eer = ("a.expected_error_rate, a.expected_error_rate_lo, a.expected_error_rate_hi,"
+           if store._version(con) >= 4 else
+           "NULL AS expected_error_rate, NULL AS expected_error_rate_lo, NULL AS expected_error_rate_hi,")
     sql = """
         SELECT a.dataset, a.run_id, a.finished_at, a.modality, a.folder, a.n_examples, a.health_score,
-               a.n_label_issues, a.n_ambiguous, a.n_outliers, a.n_near_duplicates,
+               a.n_label_issues, a.n_ambiguous, a.n_outliers, a.n_near_duplicates, """ + eer + """
                coalesce(c.n_conflicts, 0) AS n_conflicts, coalesce(c.n_open, 0) AS n_open,
                coalesce(c.n_reviewed, 0) AS n_reviewed,
                CASE WHEN a.n_examples > 0 THEN 1.0 - coalesce(c.n_open, 0) / a.n_examples END AS health_score_now
