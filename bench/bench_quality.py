@@ -392,6 +392,17 @@ def verdict(df: pd.DataFrame, methods: list[str]) -> tuple[str, pd.DataFrame]:
     return text, numbers
 
 
+def _skipped_lines(skipped: pd.DataFrame) -> list[str]:
+    """One bullet per (noise, reason), listing the datasets / rates it hit."""
+    lines = []
+    sk = skipped.copy()
+    sk["why"] = sk["skipped"].str.replace(r"cannot corrupt \d+ examples: only (\d+) are eligible", r"too few eligible rows (\1)", regex=True)
+    for (noise, why), g in sk.groupby(["noise", "why"], sort=False):
+        where = ", ".join(f"{d} @ {'/'.join(f'{r:g}' for r in sorted(set(gg['rate'])))}" for d, gg in g.groupby("dataset", sort=False))
+        lines.append(f"* {noise}: {why} — {where}")
+    return lines
+
+
 def write_report(df: pd.DataFrame, skipped: pd.DataFrame, command: str, elapsed: float, args: argparse.Namespace, csv_name: str) -> str:
     import cleanlab
     import sklearn
@@ -509,10 +520,7 @@ def write_report(df: pd.DataFrame, skipped: pd.DataFrame, command: str, elapsed:
     parts += ["## Time (mean seconds per run, detection only)", "", _table(tt, "method", digits=2), "",
               f"Out-of-fold P: {df['oof_seconds'].mean():.2f} s per run when computed (cached on disk under bench/.cache/P).", ""]
     if len(skipped):
-        sk = skipped.groupby(["dataset", "noise", "rate"])["skipped"].first().reset_index()
-        parts += ["## Skipped runs (noise model not applicable)", ""]
-        parts += [f"* {r.dataset} / {r.noise} / {r.rate:g}: {r.skipped}" for r in sk.itertuples()]
-        parts += [""]
+        parts += ["## Skipped runs (noise model not applicable)", ""] + _skipped_lines(skipped) + [""]
     parts += [
         "## What these numbers do not show",
         "",
@@ -524,6 +532,68 @@ def write_report(df: pd.DataFrame, skipped: pd.DataFrame, command: str, elapsed:
         "religion/language): the group structure differs, the rows do not.",
         "",
     ]
+    return "\n".join(parts)
+
+
+def plausibility_report(names: list[str], noises: list[str], rates: list[float], seeds: list[int], command: str) -> str:
+    """Markdown: per noise model (and per dataset) the share of corrupted rows with an implausible tag set.
+
+    No model is fitted: only the noise models and :func:`bench.noise.plausibility` on the full subsets.
+    """
+    rows = []
+    for name in names:
+        d = bd.load_dataset(name)
+        for noise in noises:
+            for rate in rates:
+                for seed in seeds:
+                    try:
+                        Yn, _ = bn.inject_noise(noise, d.Y, rate, seed, X=d.X, groups=d.groups or None)
+                    except ValueError as exc:
+                        rows.append({"dataset": name, "noise": noise, "rate": rate, "seed": seed, "skipped": str(exc)})
+                        continue
+                    rows.append({"dataset": name, "noise": noise, "rate": rate, "seed": seed, **bn.plausibility(d.Y, Yn, d.groups or None)})
+    df = pd.DataFrame(rows)
+    ok = df[df.get("skipped", pd.Series(index=df.index, dtype=object)).isna()] if "skipped" in df else df
+    cols = ["implausible", "empty", "card_out", "group_broken", "unseen"]
+    by_noise = ok.groupby("noise")[cols].agg(["mean", "max"])
+    by_noise.columns = [f"{c} {a}" for c, a in by_noise.columns]
+    by_noise = by_noise.loc[[n for n in noises if n in by_noise.index]]
+    per_ds = ok.groupby(["dataset", "noise"])["implausible"].mean().unstack("noise")
+    per_ds = per_ds[[n for n in noises if n in per_ds.columns]].loc[[n for n in names if n in per_ds.index]]
+    empty_ds = ok.groupby(["dataset", "noise"])["empty"].mean().unstack("noise")
+    empty_ds = empty_ds[[n for n in noises if n in empty_ds.columns]].loc[[n for n in names if n in empty_ds.index]]
+    loo = ok.groupby("dataset")["clean_unseen_loo"].first().loc[[n for n in names if n in set(ok["dataset"])]]
+    unseen_ds = ok.groupby(["dataset", "noise"])["unseen"].mean().unstack("noise")
+    unseen_ds = unseen_ds[[n for n in noises if n in unseen_ds.columns]].loc[loo.index]
+    unseen_ds.insert(0, "clean loo", loo)
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        "# Noise plausibility: how often each noise model leaves an implausible tag set",
+        "",
+        f"Command: `{command}`  ",
+        f"{now}; datasets (both halves): {', '.join(names)}; rates {', '.join(f'{r:g}' for r in rates)}; seeds "
+        f"{', '.join(map(str, seeds))}. No model is fitted. Shares are over the corrupted rows of each run; 'mean' / 'max' "
+        "over runs. implausible = empty where no clean row is empty, or cardinality outside the clean [min, max], or a "
+        "one-of-N group without exactly one member; unseen = exact tag set that no clean row has (not counted as "
+        "implausible; 'clean loo' = share of clean rows whose set no other clean row has, for reference).",
+        "",
+        _table(by_noise, "noise"),
+        "",
+        "## Implausible share per dataset",
+        "",
+        _table(per_ds, "dataset", digits=2),
+        "",
+        "## Empty share per dataset",
+        "",
+        _table(empty_ds, "dataset", digits=2),
+        "",
+        "## Unseen-set share per dataset",
+        "",
+        _table(unseen_ds, "dataset", digits=2),
+        "",
+    ]
+    if "skipped" in df and df["skipped"].notna().any():
+        parts += ["## Not applicable", ""] + _skipped_lines(df[df["skipped"].notna()]) + [""]
     return "\n".join(parts)
 
 
@@ -543,7 +613,19 @@ def main(argv: list[str] | None = None) -> None:
                              "MODULE may be a dotted module or a path ending in .py; repeatable")
     parser.add_argument("--out", default=None, help="markdown output (default bench/results/quality.md for --split test, "
                         "quality_<split>.md otherwise, *_quick.md with --quick); the CSV goes next to it")
+    parser.add_argument("--plausibility-only", action="store_true",
+                        help="only measure the noise models' plausibility (no model) -> results/quality_noise.md")
     args = parser.parse_args(argv)
+    if args.plausibility_only:
+        names = args.datasets or list(bd.SPLITS["all"])
+        command = "nice -n 10 .venv/bin/python bench/bench_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        report = plausibility_report(names, args.noise or list(bn.NOISE_MODELS), args.rates or list(RATES),
+                                     args.seeds or list(SEEDS), command)
+        out_md = Path(args.out) if args.out else RESULTS / "quality_noise.md"
+        out_md.write_text(report)
+        print(report)
+        print(f"wrote {out_md}")
+        return
     args.datasets = args.datasets or list(QUICK_DATASETS[args.split] if args.quick else bd.SPLITS[args.split])
     unknown = [d for d in args.datasets if d not in bd.SPECS]
     if unknown:
@@ -557,7 +639,8 @@ def main(argv: list[str] | None = None) -> None:
     command = "nice -n 10 .venv/bin/python bench/bench_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
     stem = "quality" if args.split == "test" else f"quality_{args.split}"
     out_md = Path(args.out) if args.out else RESULTS / f"{stem}{'_quick' if args.quick else ''}.md"
-    out_csv = out_md.with_name(out_md.stem + "_runs.csv")
+    quick_sfx = "_quick" if out_md.stem.endswith("_quick") else ""  # *_quick.csv is git-ignored
+    out_csv = out_md.with_name(out_md.stem.removesuffix("_quick") + "_runs" + quick_sfx + ".csv")
 
     from joblib import Parallel, delayed
 
