@@ -471,12 +471,14 @@ def write_report(df: pd.DataFrame, skipped: pd.DataFrame, command: str, elapsed:
               _table(_pivot(vdf, "auprc", "rate", methods, None, mean_row=False), "rate", bold_max=True), ""]
 
     flag_methods = [m for m in methods if "f1" in df.columns and df.loc[df["method"] == m, "f1"].notna().any()]
-    cols = ["precision", "recall", "f1", "flag_ratio", "n_flagged", "n_corrupted"]
+    cols = ["precision", "recall", "f1", "flag_ratio", "n_flagged", "n_corrupted", "prec_at_t"]
     ft = vdf[vdf["method"].isin(flag_methods)].groupby(["method"])[cols].mean().loc[flag_methods]
-    ft.columns = ["flag precision", "flag recall", "flag F1", "flagged/true", "n flagged", "n true"]
+    ft.columns = ["flag precision", "flag recall", "flag F1", "flagged/true", "n flagged", "n true",
+                  "prec@T (= F1 of the T lowest scores)"]
     parts += ["## Flags (plausible noise; mean over runs)", "",
               "Baselines flag by a stated rule (rarity: exact tag set occurs once; empty-first: also every empty set). "
-              "cleanlab = `find_label_issues` of cleanlab's multi-label filter.", "", _table(ft, "method"), ""]
+              "cleanlab = `find_label_issues` of cleanlab's multi-label filter. prec@T = precision of the T lowest-scored "
+              "examples, T = true number of errors: the flag F1 a perfectly calibrated count would give with this ranking.", "", _table(ft, "method"), ""]
     fr = vdf[vdf["method"].isin(flag_methods)].groupby(["rate", "method"])["flag_ratio"].mean().unstack("method")[flag_methods]
     f1r = vdf[vdf["method"].isin(flag_methods)].groupby(["rate", "method"])["f1"].mean().unstack("method")[flag_methods]
     parts += ["Flagged ÷ true errors per rate:", "", _table(fr, "rate", digits=2), "",

@@ -340,3 +340,13 @@ def test_run_one_scores_every_method_and_a_file_candidate(emotions, tmp_path, mo
     assert {r["method"]: r["auprc"] for r in again}["ours-default"] == pytest.approx(by["ours-default"]["auprc"])
     skipped = bq.run_one(data, "validation", "group_swap", 0.1, 0, False, ())
     assert skipped[0]["method"] == "(skipped)" and "group" in skipped[0]["skipped"]
+
+    # the report renders from these rows, with the verdict and the split named
+    import argparse
+
+    df = pd.DataFrame(rows + bq.run_one(data, "validation", "spurious", 0.1, 0, False, ()))
+    args = argparse.Namespace(split="validation", quick=True, workers=1, noise=["drop", "spurious", "group_swap"],
+                              rates=[0.1], seeds=[0])
+    report = bq.write_report(df, pd.DataFrame(skipped), "cmd", 1.0, args, "x_runs.csv")
+    assert "Split: validation" in report and "## Verdict" in report and "bars met" in report
+    assert "group_swap" in report and "emotions" in report
