@@ -62,7 +62,7 @@ DATASETS: tuple[DatasetSpec, ...] = (
                 group_columns=("landmass", "zone")),
     DatasetSpec("flags-groupsB", "tabular", "mulan_flags", "flags.csv", None, 194,
                 group_columns=("religion", "language")),
-    DatasetSpec("miml", "image", "miml_natural_scenes", "labels.csv", 600, 300, "image"),
+    DatasetSpec("miml", "image", "miml_natural_scenes", "labels.csv", 600, 300, "image"),  # stratified split yields 593
     DatasetSpec("goemotions", "text", "goemotions", "goemotions.csv", 2500, 600, "text"),
     DatasetSpec("tmdb", "text", "tmdb_movie_genres", "movies.csv", 2500, 600, "overview"),
 )
