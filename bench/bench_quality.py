@@ -394,6 +394,22 @@ def verdict(df: pd.DataFrame, methods: list[str]) -> tuple[str, pd.DataFrame]:
     return text, numbers
 
 
+def _code_version() -> str:
+    """Git commit of the checkout and the last commit that touched the detector (or 'unknown')."""
+    import subprocess
+
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True, timeout=10).stdout.strip()
+        except Exception:  # noqa: BLE001 - no git: the report says so
+            return ""
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = " (with uncommitted changes)" if git("status", "--porcelain", "--", "dq_pipeline", "bench") else ""
+    det = git("log", "-1", "--format=%h %s", "--", "dq_pipeline/issues/label_issues.py")[:90] or "unknown"
+    return f"commit {head}{dirty}; ours-default = `dq_pipeline/issues/label_issues.py` as of {det}"
+
+
 def _skipped_lines(skipped: pd.DataFrame) -> list[str]:
     """One bullet per (noise, reason), listing the datasets / rates it hit."""
     lines = []
@@ -412,6 +428,7 @@ def write_report(df: pd.DataFrame, skipped: pd.DataFrame, command: str, elapsed:
     from dq_pipeline.model import DEFAULT_MODEL
 
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    code = _code_version()
     methods = method_order(df)
     flaggers = [m for m in methods if m not in BASELINES and m not in CLEANLABS]
     sizes = df.groupby("dataset")[["n", "k", "modality"]].first()
@@ -430,6 +447,7 @@ def write_report(df: pd.DataFrame, skipped: pd.DataFrame, command: str, elapsed:
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU(s) (shared with other jobs), {platform.platform()}, "
         f"Python {platform.python_version()}, numpy {np.__version__}, scikit-learn {sklearn.__version__}, "
         f"cleanlab {cleanlab.__version__}; {args.workers} worker(s); {now}; wall time {elapsed / 60:.1f} min.  ",
+        f"Code: {code}.  ",
         f"**Split: {args.split}.** Validation half (for choosing defaults): {', '.join(bd.VALIDATION)}. "
         f"Test half (for reporting): {', '.join(bd.TEST)}. This file: {ds_line}.  ",
         f"Noise models: {', '.join(args.noise)}; rates {', '.join(f'{r:g}' for r in args.rates)} of the examples; "
@@ -523,8 +541,20 @@ def write_report(df: pd.DataFrame, skipped: pd.DataFrame, command: str, elapsed:
                   _table(_pivot(vdf, "tag_f1", "dataset", sugg_methods, ds_order), "dataset", bold_max=True), ""]
 
     if "expected_error_rate" in df.columns and df["expected_error_rate"].notna().any():
-        ee = df[df["expected_error_rate"].notna()].groupby(["method", "rate"])[["true_rate", "expected_error_rate", "eer_covers"] if "eer_covers" in df.columns else ["true_rate", "expected_error_rate"]].mean()
-        parts += ["## Estimated error rate vs the true one (all noise models)", "", _table(ee, "method, rate"), ""]
+        est = df[df["expected_error_rate"].notna()]
+        cols = ["true_rate", "expected_error_rate"] + (["eer_covers"] if "eer_covers" in df.columns else [])
+        ee = est.groupby(["method", "rate"])[cols].mean()
+        ee.index = [f"{m} @ {r:g}" for m, r in ee.index]
+        ee.columns = ["true share", "estimated", "interval covers the truth"][: len(cols)]
+        pd_ds = est[est["method"] == OURS].groupby(["dataset", "rate"])["expected_error_rate"].mean().unstack("rate")
+        pd_ds.columns = [f"estimated @ {r:g}" for r in pd_ds.columns]
+        pd_ds = pd_ds.loc[[d for d in ds_order if d in pd_ds.index]]
+        pd_noise = est[est["method"] == OURS].groupby(["noise", "rate"])["expected_error_rate"].mean().unstack("rate")
+        pd_noise.columns = [f"estimated @ {r:g}" for r in pd_noise.columns]
+        pd_noise = pd_noise.loc[[n for n in bn.NOISE_MODELS if n in pd_noise.index]]
+        parts += ["## Estimated error rate vs the true one (summary['expected_error_rate'], all noise models)", "",
+                  _table(ee, "method @ rate"), "", f"{OURS} per dataset:", "", _table(pd_ds, "dataset"), "",
+                  f"{OURS} per noise model:", "", _table(pd_noise, "noise"), ""]
 
     # per dataset x noise x rate, for ours-default and the best cleanlab / baseline
     cell = df.groupby(["dataset", "noise", "rate", "method"])[["auprc", "f1", "flag_ratio", "sugg_exact_corrupted", "sugg_kept_clean"]].mean()
