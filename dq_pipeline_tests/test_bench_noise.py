@@ -340,3 +340,33 @@ def test_run_one_scores_every_method_and_a_file_candidate(emotions, tmp_path, mo
     assert {r["method"]: r["auprc"] for r in again}["ours-default"] == pytest.approx(by["ours-default"]["auprc"])
     skipped = bq.run_one(data, "validation", "group_swap", 0.1, 0, False, ())
     assert skipped[0]["method"] == "(skipped)" and "group" in skipped[0]["skipped"]
+
+    # the report renders from these rows, with the verdict and the split named
+    import argparse
+
+    df = pd.DataFrame(rows + bq.run_one(data, "validation", "spurious", 0.1, 0, False, ()))
+    args = argparse.Namespace(split="validation", quick=True, workers=1, noise=["drop", "spurious", "group_swap"],
+                              rates=[0.1], seeds=[0])
+    report = bq.write_report(df, pd.DataFrame(skipped), "cmd", 1.0, args, "x_runs.csv")
+    assert "Split: validation" in report and "## Verdict" in report and "bars met" in report
+    assert "group_swap" in report and "emotions" in report
+
+
+def test_neighbour_swap_takes_the_tag_the_look_alikes_carry(flags_groups, emotions):
+    X, Y, groups = flags_groups
+    Yn, changed = bn.neighbour_swap_noise(Y, 0.2, seed=0, X=X, groups=groups)
+    assert changed.any(axis=1).sum() == round(0.2 * len(Y))
+    assert bn.plausibility(Y, Yn, groups)["implausible"] == 0
+    np.testing.assert_array_equal(Yn.sum(axis=1), Y.sum(axis=1))
+    with pytest.raises(ValueError, match="features"):
+        bn.neighbour_swap_noise(Y, 0.1)
+    # two clusters in feature space with different tags: a swapped tag comes from the example's own cluster
+    rng = np.random.default_rng(0)
+    Xc = np.concatenate([rng.normal(0, 0.1, (40, 3)) + [5, 0, 0], rng.normal(0, 0.1, (40, 3)) + [0, 5, 0]])
+    Yc = np.zeros((80, 4), dtype=np.uint8)
+    Yc[np.arange(40), np.arange(40) % 2] = 1  # cluster A: tag 0 or tag 1
+    Yc[np.arange(40, 80), 2 + np.arange(40) % 2] = 1  # cluster B: tag 2 or tag 3
+    Ys, ch = bn.neighbour_swap_noise(Yc, 0.25, seed=1, X=Xc)
+    added = ch & (Yc == 0)
+    assert added[:40, [0, 1]].sum() > 3 * added[:40, [2, 3]].sum()
+    assert added[40:, [2, 3]].sum() > 3 * added[40:, [0, 1]].sum()
