@@ -16,7 +16,7 @@ threadpoolctl and the ``*_NUM_THREADS`` variables before numpy loads). Reported:
   of the model's out-of-fold probabilities from logreg's.
 - ``AUPRC``: planted label errors. One random tag is flipped in 10% of the examples
   (``numpy.random.default_rng(--noise-seed)``); out-of-fold probabilities are computed on the noisy
-  tags; examples are scored by ``find_label_issues(Y_noisy, P, method="confident_learning").scores`` and the planted examples are
+  tags; examples are scored by ``variant_label_issues(Y_noisy, P, method="confident_learning").scores`` (bench/label_variants.py) and the planted examples are
   ranked with ``average_precision_score(planted, -label_quality)`` (chance = 0.10). ``dAUPRC`` is the
   model's AUPRC minus logreg's with a 95% paired bootstrap interval (1,000 resamples of examples).
 
@@ -62,7 +62,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dq_pipeline.ingest import parse_tags, tags_matrix  # noqa: E402
-from dq_pipeline.issues.label_issues import find_label_issues  # noqa: E402
+from bench.label_variants import variant_label_issues  # noqa: E402
 from dq_pipeline.model import out_of_fold_probabilities  # noqa: E402
 
 SHARED_DATA = Path(os.environ.get("DQ_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
         f" predictions); {args.repeats} timed runs per model, interleaved (logreg, model 1, ..., repeat), median"
         " reported; speed-up = logreg median / model median, from the same process",
         f"- planted noise: one random tag flipped in {args.noise_rate:.0%} of the examples (seed {args.noise_seed});"
-        " AUPRC = average_precision_score(planted, -find_label_issues(Y_noisy, P_oof, method=confident_learning).scores), chance = "
+        " AUPRC = average_precision_score(planted, -variant_label_issues(Y_noisy, P_oof, method=confident_learning).scores), chance = "
         f"{args.noise_rate:.2f}; dAUPRC = model - logreg with a 95% paired bootstrap interval",
         "- models: `logreg` = StandardScaler + OneVsRest(LogisticRegression(max_iter=1000)); the others are"
         " `dq_pipeline.fast_model.JointLogisticRegression` (same objective, C=1, tol=1e-4 on sklearn's"
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
                     wall[m].append(w)
                     cpu[m].append(c)
             Yn, planted = plant_flips(Y, args.noise_rate, args.noise_seed)
-            quality = {m: find_label_issues(Yn, out_of_fold_probabilities(X, Yn, N_FOLDS, SEED, m).probabilities,
+            quality = {m: variant_label_issues(Yn, out_of_fold_probabilities(X, Yn, N_FOLDS, SEED, m).probabilities,
                                             method="confident_learning").scores
                        for m in models}
             base_ap = auprc(planted, quality["logreg"])

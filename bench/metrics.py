@@ -131,3 +131,39 @@ def tag_metrics(
         out[f"{prefix}_recall"] = fm["recall"]
         out[f"{prefix}_f1"] = fm["f1"]
     return out
+
+
+def suggestion_metrics(Y_clean: np.ndarray, Y_given: np.ndarray, Y_suggested: np.ndarray) -> dict[str, float]:
+    """How often the suggested tag sets are right.
+
+    Parameters
+    ----------
+    Y_clean, Y_given, Y_suggested : (N, K) 0/1 - the truth, the noisy tags the method saw, and the
+    method's suggested tags (given tags with its flagged tags flipped).
+
+    Returns
+    -------
+    dict with ``sugg_exact_corrupted`` = share of truly corrupted examples (given != clean) whose
+    suggested set equals the clean set (NaN when none is corrupted), ``sugg_kept_clean`` = share of
+    clean examples whose suggested set equals their given set, ``sugg_changed`` = number of examples
+    whose suggestion differs from the given set, and ``sugg_right_when_changed`` = share of those whose
+    suggestion equals the clean set (NaN when none changed).
+    """
+    Yc = np.asarray(Y_clean, dtype=bool)
+    Yg = np.asarray(Y_given, dtype=bool)
+    Ys = np.asarray(Y_suggested, dtype=bool)
+    corrupted = (Yc != Yg).any(axis=1)
+    exact = (Ys == Yc).all(axis=1)
+    kept = (Ys == Yg).all(axis=1)
+    changed = ~kept
+    return {
+        "sugg_exact_corrupted": float(exact[corrupted].mean()) if corrupted.any() else float("nan"),
+        "sugg_kept_clean": float(kept[~corrupted].mean()) if (~corrupted).any() else float("nan"),
+        "sugg_changed": int(changed.sum()),
+        "sugg_right_when_changed": float(exact[changed].mean()) if changed.any() else float("nan"),
+    }
+
+
+def flag_ratio(n_flagged: int, n_true: int) -> float:
+    """Flagged count / true error count (NaN without true errors); 1.0 = as many flags as errors."""
+    return float(n_flagged) / n_true if n_true else float("nan")

@@ -23,6 +23,8 @@ SCRIPTS = [
     ("bench_reaudit.py", ["--repeats", "1", "--datasets", "mulan_flags", "--out", "bench/results/reaudit_quick.md"]),
     ("bench_concurrency.py", ["--repeats", "1", "--out", "bench/results/concurrency_quick.md"]),
 ]
+#: arguments of the full (not --quick) run, where a script needs some
+FULL_ARGS = {"bench_quality.py": ["--split", "test", "--workers", "2"]}
 
 
 def main() -> int:
@@ -32,7 +34,7 @@ def main() -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     failed = []
     for script, quick_args in SCRIPTS:
-        cmd = [sys.executable, str(HERE / script), *(quick_args if args.quick else [])]
+        cmd = [sys.executable, str(HERE / script), *(quick_args if args.quick else FULL_ARGS.get(script, []))]
         print(f"\n=== {' '.join(cmd)}", flush=True)
         if subprocess.run(cmd, env=env, cwd=HERE.parent).returncode != 0:
             failed.append(script)

@@ -284,6 +284,7 @@ def audit_tables(
             "kind": d["kind"], "is_conflict": d["is_conflict"].astype(bool), "group_size": d["group_size"],
         })
 
+    rules, broken = _rules_of(label, Y, classes)
     example_rows = pd.DataFrame({
         "example_id": ids,
         "row_number": examples["row_number"].astype("int64"),
@@ -301,6 +302,8 @@ def audit_tables(
         "near_duplicate_conflict": conflict,
         "payload": review_payload(examples, modality),
         "content_key": keys,
+        "is_rule_violation": np.array([bool(b) for b in broken], dtype=bool),
+        "rule_violations": [list(b) for b in broken] if rules is not None else [[] for _ in range(n)],
     })
     example_rows.loc[group < 0, "near_duplicate_group"] = pd.NA
 
@@ -335,6 +338,8 @@ def audit_tables(
         "n_ambiguous": int(ambiguous.flags.sum()),
         "n_outliers": int(outliers.flags.sum()),
         "n_near_duplicates": int(duplicates.flags.sum()),
+        **_expected_error_counters(label),
+        "n_rule_violations": int(sum(1 for b in broken if b)),
     }
     tables = {
         "examples": example_rows,
@@ -345,5 +350,30 @@ def audit_tables(
         "duplicate_groups": dup_rows,
         "quarantine": quarantine[["row_number", "example_id", "reason"]],
         "curated_labels": curated,
+        "label_rules": rules.table(classes, Y) if rules is not None else pd.DataFrame(columns=LABEL_RULE_COLUMNS),
     }
     return tables, counters
+
+
+LABEL_RULE_COLUMNS = ["rule_type", "rule", "tags", "support", "confidence", "n_violations"]
+
+
+def _rules_of(label: DetectorResult, Y: np.ndarray, classes: list[str]) -> tuple[Any, list[list[str]]]:
+    """The label rules the detector learned (``summary['label_rules']``; None for the cleanlab parity mode)
+    and, per example, the rules its given tags break (as text)."""
+    from dq_pipeline.rules import LabelRules, violations
+
+    data = (label.summary or {}).get("label_rules")
+    if not data or int(data.get("n_tags", -1)) != Y.shape[1]:
+        return None, [[] for _ in range(len(Y))]
+    rules = LabelRules.from_dict(data)
+    return rules, violations(rules, Y, classes)
+
+
+def _expected_error_counters(label: DetectorResult) -> dict[str, float | None]:
+    """audit_runs columns: the detector's expected error rate and its interval (None when not estimated)."""
+    s = label.summary or {}
+    rate, interval = s.get("expected_error_rate"), s.get("expected_error_rate_interval") or [None, None]
+    return {"expected_error_rate": None if rate is None else float(rate),
+            "expected_error_rate_lo": None if interval[0] is None else float(interval[0]),
+            "expected_error_rate_hi": None if interval[1] is None else float(interval[1])}

@@ -85,8 +85,8 @@ def tag_bars_png(classes: list[str], missing: np.ndarray, incorrect: np.ndarray)
 PAYLOAD_FEATURES = 4
 #: What each detector's flag means, for the caption of its worst-examples table.
 FLAG_RULES = {
-    "label_issues": "at least one tag contradicted by cleanlab's prune-by-noise-rate rule on the stacked "
-                    "probabilities; the score ranks, the rule flags",
+    "label_issues": "among the lowest-scoring examples, as many as the estimated number of wrongly tagged "
+                    "examples (summary: expected_error_rate), plus any example breaking a learned label rule",
     "ambiguous": "a tag within the ambiguity margin of its decision threshold, or an ambiguous co-occurring pair",
     "outliers": "k-NN distance above the outlier fence",
     "near_duplicates": "in a group of exact or near-duplicate examples",

@@ -12,6 +12,9 @@ versions existed are brought to it, missing columns added); later versions only 
 Version 3 adds the append-only ``reviews`` table (human decisions; :mod:`dq_pipeline.review`) and makes
 ``latest_examples`` join each example with its latest review decision (``review_action``,
 ``reviewed_labels``, ``is_open_issue``, ``reopened_reason``), so a decision shows without a re-audit.
+Version 4 adds ``label_rules`` (the label structure learned from each audit's tags: exclusive groups,
+cardinality bounds, implications; :mod:`dq_pipeline.rules`), ``examples.is_rule_violation`` /
+``rule_violations`` and ``audit_runs.expected_error_rate`` with its interval (``_lo``, ``_hi``).
 
 Errors opening the file (a folder, not a DuckDB file, damaged, read-only, locked by another process)
 raise :class:`StoreError` naming the path, the cause and what to do.
@@ -122,6 +125,31 @@ COMMENTS_V3 = {
 }
 
 
+#: Table ``label_rules`` (version 4): one row per rule learned from an audit's given tags
+#: (:mod:`dq_pipeline.rules`).
+LABEL_RULES_DDL = """
+    dataset VARCHAR NOT NULL, run_id VARCHAR NOT NULL, rule_type VARCHAR NOT NULL, rule VARCHAR,
+    tags VARCHAR[], support BIGINT, confidence DOUBLE, n_violations BIGINT"""
+
+#: Audit tables added after the baseline (name -> DDL); each has a ``latest_<table>`` view once it exists.
+ADDED_TABLES: dict[str, str] = {"label_rules": LABEL_RULES_DDL}
+
+#: Column comments added by version 4.
+COMMENTS_V4 = {
+    ("label_rules", "rule_type"): "exclusive_group (exactly one of the tags) | min_tags | max_tags | "
+                                  "implication (first tag => second tag)",
+    ("label_rules", "support"): "examples the rule applies to when learned",
+    ("label_rules", "confidence"): "share of those examples obeying it when learned (0-1)",
+    ("label_rules", "n_violations"): "examples of this audit whose given tags break the rule",
+    ("audit_runs", "expected_error_rate"): "estimated share of examples with at least one wrong tag (0-1)",
+    ("audit_runs", "expected_error_rate_lo"): "lower end of its 90% bootstrap interval",
+    ("audit_runs", "expected_error_rate_hi"): "upper end of its 90% bootstrap interval",
+    ("audit_runs", "n_rule_violations"): "examples whose given tags break a learned label rule",
+    ("examples", "is_rule_violation"): "the given tags break a learned label rule (table label_rules)",
+    ("examples", "rule_violations"): "the rules broken, as text",
+}
+
+
 def _columns(ddl: str) -> list[tuple[str, str]]:
     """``"a VARCHAR NOT NULL, b DOUBLE"`` -> ``[("a", "VARCHAR"), ("b", "DOUBLE")]`` (no commas in types)."""
     out = []
@@ -175,6 +203,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         *(_comment(t, c, text) for (t, c), text in COMMENTS_V3.items()),
         "COMMENT ON TABLE reviews IS "
         + _literal("append-only human decisions; the latest row per (dataset, example_id) is the decision"),
+    )),
+    Migration(4, "label_rules (learned label structure); audit_runs.expected_error_rate (+ interval), "
+                 "n_rule_violations; examples.is_rule_violation, rule_violations", (
+        f"CREATE TABLE IF NOT EXISTS label_rules ({LABEL_RULES_DDL})",
+        "ALTER TABLE audit_runs ADD COLUMN IF NOT EXISTS expected_error_rate DOUBLE",
+        "ALTER TABLE audit_runs ADD COLUMN IF NOT EXISTS expected_error_rate_lo DOUBLE",
+        "ALTER TABLE audit_runs ADD COLUMN IF NOT EXISTS expected_error_rate_hi DOUBLE",
+        "ALTER TABLE audit_runs ADD COLUMN IF NOT EXISTS n_rule_violations BIGINT",
+        "ALTER TABLE examples ADD COLUMN IF NOT EXISTS is_rule_violation BOOLEAN",
+        "ALTER TABLE examples ADD COLUMN IF NOT EXISTS rule_violations VARCHAR[]",
+        *(_comment(t, c, text) for (t, c), text in COMMENTS_V4.items()),
     )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
@@ -463,6 +502,10 @@ def _create_views(con: Any) -> None:
     for name in TABLES:
         if name != "audit_runs":
             con.execute(_LATEST_TABLE_SQL.format(name=name))
+    existing = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()}
+    for name in ADDED_TABLES:
+        if name in existing:
+            con.execute(_LATEST_TABLE_SQL.format(name=name))
     has_reviews = con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND "
                               "table_name = ?", ["reviews"]).fetchone()[0]
     if has_reviews:  # version 3 on
@@ -498,7 +541,7 @@ def write_audit(db_path: str | Path, run: dict[str, Any], tables: dict[str, pd.D
     """
     import duckdb
 
-    unknown = set(tables) - set(TABLES)
+    unknown = set(tables) - set(TABLES) - set(ADDED_TABLES)
     if unknown:
         raise ValueError(f"unknown table(s) {sorted(unknown)}")
     if run.get("n_input_rows") is None:
@@ -512,7 +555,7 @@ def write_audit(db_path: str | Path, run: dict[str, Any], tables: dict[str, pd.D
         try:
             retried = con.execute("SELECT count(*) FROM audit_runs WHERE dataset = ? AND run_id = ?",
                                   [dataset, run_id]).fetchall()[0][0]
-            for name in TABLES if retried else ():  # a new run has no rows to replace: skip the scans
+            for name in (*TABLES, *ADDED_TABLES) if retried else ():  # a new run has nothing to replace
                 con.execute(f"DELETE FROM {name} WHERE dataset = ? AND run_id = ?", [dataset, run_id])
             _insert(con, "audit_runs", pd.DataFrame([run_row]))
             total = sum(len(frame) for frame in tables.values() if hasattr(frame, "__len__"))
@@ -598,8 +641,8 @@ def read_latest(db_path: str | Path, table: str, dataset: str | None = None,
 
     Opens the file read-only; a missing file raises :class:`StoreError` (it is never created here).
     """
-    if table not in TABLES:
-        raise ValueError(f"unknown table {table!r}; tables: {sorted(TABLES)}")
+    if table not in TABLES and table not in ADDED_TABLES:
+        raise ValueError(f"unknown table {table!r}; tables: {sorted((*TABLES, *ADDED_TABLES))}")
     with connect(db_path, read_only=True) as con:
         selected = "*"
         if columns is not None:

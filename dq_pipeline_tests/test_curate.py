@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from dq_pipeline.curate import CurationPolicy, audit_tables, curated_labels
 from dq_pipeline.issues.base import DetectorResult
@@ -62,3 +63,55 @@ def test_audit_tables_are_consistent():
     assert summary.loc["b", "n_missing"] == 1 and summary.loc["b", "n_suggested"] == 3
     assert counters["n_examples"] + counters["n_quarantined"] == 5
     assert counters["health_score"] == 1 / 4  # only e3 carries no flag of any kind
+
+
+def test_rule_violations_label_rules_and_expected_error_rate_reach_the_tables(tmp_path):
+    """Real MULAN flags with a one-of-N landmass group; one country given two continents, one given none.
+    Both break the learned rule: flagged, marked is_rule_violation with the rule's text, and given a suggested
+    set with exactly one continent; the label_rules table and the audit_runs counters carry the rules and the
+    expected error rate, and everything is written to (and read back from) a real DuckDB file."""
+    from pathlib import Path
+
+    from dq_pipeline import store
+    from dq_pipeline.embed.tabular import featurize_tabular
+    from dq_pipeline.ingest import load_examples, tags_matrix
+    from dq_pipeline.issues.label_issues import find_label_issues
+    from dq_pipeline.manifest import load_manifest
+    from dq_pipeline.model import out_of_fold_probabilities
+
+    raw = load_examples(load_manifest(Path(__file__).resolve().parent / "fixtures" / "flags_landmass"))
+    ex = raw.examples
+    classes = raw.classes
+    X = featurize_tabular(ex, [c for c in ex.columns if c not in ("example_id", "row_number", "tags")])
+    Yb = tags_matrix(ex["tags"], classes).astype(bool)
+    land = [i for i, c in enumerate(classes) if c.startswith("landmass:")]
+    Yb[3, land] = False
+    Yb[3, land[:2]] = True  # two continents
+    Yb[5, land] = False  # none
+    Yi = Yb.astype(np.uint8)
+    P = out_of_fold_probabilities(X, Yi).probabilities
+    label = find_label_issues(Yi, P, features=X, seed=0)
+    none = _result(np.zeros(len(ex), bool))
+    tables, counters = audit_tables(ex, pd.DataFrame(columns=["row_number", "example_id", "reason"]), classes,
+                                    "tabular", Yi, P, np.full(len(classes), 0.8), label, none, none, none)
+    rows = tables["examples"]
+    assert rows["is_rule_violation"].tolist() == [i in (3, 5) for i in range(len(ex))]
+    group_rule = "exactly one of " + ", ".join(classes[t] for t in land)
+    assert rows.loc[3, "rule_violations"] == [group_rule] and rows.loc[5, "rule_violations"] == [group_rule]
+    assert rows.loc[3, "is_label_issue"] and rows.loc[5, "is_label_issue"]
+    for i in (3, 5):
+        assert sum(t.startswith("landmass:") for t in rows.loc[i, "suggested_labels"]) == 1
+    rules = tables["label_rules"]
+    assert rules.loc[0, "rule_type"] == "exclusive_group" and rules.loc[0, "n_violations"] == 2
+    assert counters["n_rule_violations"] == 2
+    assert counters["expected_error_rate_lo"] <= counters["expected_error_rate"] <= counters["expected_error_rate_hi"]
+
+    db = tmp_path / "curated.duckdb"
+    run = {"run_id": "r1", "dataset": "flags_landmass", "n_input_rows": len(ex), "status": "success",
+           "finished_at": pd.Timestamp("2026-01-01"), **counters}
+    store.write_audit(db, run, tables)
+    assert store.read_latest(db, "label_rules", "flags_landmass")["rule"].tolist() == rules["rule"].tolist()
+    runs = store.read_latest(db, "audit_runs", "flags_landmass")
+    assert runs["expected_error_rate"].item() == pytest.approx(counters["expected_error_rate"])
+    latest = store.read_latest(db, "examples", "flags_landmass", columns=["example_id", "is_rule_violation"])
+    assert latest["is_rule_violation"].sum() == 2

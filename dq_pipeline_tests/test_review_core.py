@@ -146,6 +146,9 @@ def test_queue_filters_ordering_and_paging(flags):
         got = review.review_queue(db, "mulan_flags", issue=issue, limit=1000)
         assert got["total"] == n and all(i[column] for i in got["items"]), issue
     assert datasets[0]["n_label_issues"] == review.review_queue(db, "mulan_flags", issue="label_issue")["total"]
+    n_broken = _latest(db, "SELECT count(*) FROM latest_examples WHERE dataset = 'mulan_flags' AND is_rule_violation")
+    assert review.review_queue(db, "mulan_flags", issue="rule_violation")["total"] == n_broken[0][0] \
+        == datasets[0]["n_rule_violations"]
 
     tag_rows = _latest(db, "SELECT example_id, tag, kind FROM latest_tag_issues WHERE dataset = 'mulan_flags'")
     tag, kind = tag_rows[0][1], tag_rows[0][2]
@@ -339,7 +342,7 @@ def test_schema_v2_file_gains_reviews(tmp_path):
                     "('old', 'r1', '1', ['b'], false, false, false, false)")
     assert review.export_reviews(db).empty  # a read migrates the writable file
     with duckdb.connect(str(db), read_only=True) as con:
-        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == store.SCHEMA_VERSION == 3
+        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == store.SCHEMA_VERSION >= 3
         columns = {r[0] for r in con.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = 'reviews'")
                    .fetchall()}
         assert columns == set(store.REVIEW_COLUMNS)

@@ -274,22 +274,43 @@ def label_issues(
     context: dg.AssetExecutionContext, oof_probabilities: Predictions, raw_examples: RawDataset,
     features: Features, settings: AuditSettings,
 ) -> DetectorResult:
-    """Label quality per example (0-1, low = likely wrong) and, per (example, tag), whether the tag is
-    likely missing or incorrect, with a suggested corrected tag set. Default method 'ensemble'
-    (out-of-fold probabilities + tag co-occurrence + nearest-neighbour tags, cross-fitted); 'cleanlab'
-    reproduces cleanlab 2.9 exactly."""
+    """Label quality per example (0-1, low = likely wrong), the expected share of wrongly tagged examples
+    (with a 90% interval), about that many flagged examples (the lowest scores) and a suggested tag set for
+    each, kept within the label rules learned from the tags (exclusive groups, never empty, implications).
+    Default method 'ensemble' (out-of-fold probabilities + tag co-occurrence + nearest-neighbour tags,
+    cross-fitted); 'cleanlab' reproduces cleanlab 2.9 exactly."""
     from dq_pipeline.issues.label_issues import find_label_issues
 
     p = oof_probabilities
 
     def compute() -> tuple[DetectorResult, dict[str, Any]]:
-        result = find_label_issues(p.Y, p.P, method=settings.label_method, pooling=settings.label_pooling,
-                                   features=features.X, seed=settings.seed)
-        return result, detector_metadata("label_issues", result, raw_examples, p)
+        result = find_label_issues(p.Y, p.P, features=features.X, method=settings.label_method, seed=settings.seed)
+        return result, {**detector_metadata("label_issues", result, raw_examples, p),
+                        **label_rules_metadata(result, p)}
 
     return _detector(context, settings, "label_issues",
                      [p.fingerprint, features.fingerprint, raw_examples.fingerprint, settings.label_method,
-                      settings.label_pooling, settings.seed], compute)
+                      settings.seed], compute)
+
+
+def label_rules_metadata(result: DetectorResult, preds: Predictions) -> dict[str, Any]:
+    """Metadata of the label_issues asset: expected error rate (+ interval) and the learned label rules."""
+    from dq_pipeline.rules import LabelRules
+
+    s = result.summary
+    meta: dict[str, Any] = {}
+    if "expected_error_rate" in s:
+        lo, hi = s["expected_error_rate_interval"]
+        meta["expected_error_rate"] = round(float(s["expected_error_rate"]), 4)
+        meta["expected_error_rate_interval"] = f"{lo:.3f} - {hi:.3f} (90% bootstrap)"
+        meta["n_rule_violations"] = int(s.get("n_rule_violations", 0))
+    if s.get("label_rules"):
+        rules = LabelRules.from_dict(s["label_rules"])
+        table = rules.table(preds.classes, preds.Y).drop(columns=["tags"])
+        meta["n_label_rules"] = len(table)
+        meta["label_rules"] = dg.MetadataValue.md(markdown_table(table, floatfmt=".3g") if len(table)
+                                                  else "_No rule learned from the given tags._")
+    return meta
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP)

@@ -64,10 +64,8 @@ class AuditSettings(dg.ConfigurableResource):
     seed: int = Field(default=model.DEFAULT_SEED, description="Seed for folds and models")
     model: str = Field(default=model.DEFAULT_MODEL, description=f"Classifier, one of {list(model.MODELS)}")
     label_method: str = Field(default=label_issues.DEFAULT_METHOD,
-                              description=f"Label-issue method, one of {list(label_issues.METHODS)}")
-    label_pooling: str = Field(default=label_issues.DEFAULT_POOLING,
-                               description="Per-tag -> example score pooling for 'confident_learning' / "
-                                           "'prune_by_noise_rate': 'min', 'ema' or 'product'")
+                              description=f"Label-issue method, one of {list(label_issues.METHODS)}: 'ensemble' "
+                                          "(default) or 'cleanlab' (cleanlab 2.9's defaults exactly)")
     ambiguity_margin: float = Field(default=ambiguous.DEFAULT_MARGIN,
                                     description="Borderline band around each tag's threshold")
     outlier_neighbors: int = Field(default=outliers.DEFAULT_N_NEIGHBORS, description="k of the k-NN distance")

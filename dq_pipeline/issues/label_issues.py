@@ -1,41 +1,48 @@
-"""Label issues: tags present but wrong ('incorrect') and tags absent but likely true ('missing').
+"""Label issues: which examples carry wrong tags, how many there are, and what the tags should be.
 
-Default method ``ensemble`` (chosen by ``bench/bench_quality.py``, see ``bench/results/quality.md``:
-example-level AUPRC +0.19 over cleanlab on average over 6 real datasets x 3 noise models x 3 rates x
-3 seeds, at least +0.046 on every dataset, better than cleanlab in 154 of 162 runs, per-tag flag F1
-+0.147). It needs the features (N, D) next to Y and P: see :func:`ensemble_label_issues`.
+One detector, :func:`find_label_issues`, one return type (:class:`~dq_pipeline.issues.base.DetectorResult`).
+From given tags Y (N, K), out-of-fold probabilities P (N, K) and the features X (N, D) behind P:
 
-``method='cleanlab'`` reproduces cleanlab 2.9's multi-label defaults exactly
-(:mod:`dq_pipeline.issues.cleanlab_parity`), vectorised across tags.
+1. **Evidence.** ``P_knn = (P + votes) / 2``, where ``votes`` (N, K) is the share of each example's 15
+   nearest neighbours (cosine on X, itself excluded) carrying each tag (:func:`knn_tag_votes`); and a
+   second stage (:func:`fit_stacked`): per tag a cross-fitted logistic regression predicting the given tag
+   from the standardised logits of P, the kNN votes and the example's *other* given tags (co-occurrence).
+   Each example is predicted by models fitted on the other folds, so its own tags never inform it; because
+   the model is linear in the other tags, any *hypothetical* tag set of an example can be scored without a
+   refit (:class:`StackedModel`).
+2. **Score** (ranking; low = likely wrong): ``log_joint = 0.5 * (sum_k log s_cooc_k + min_k log s_knn_k)``
+   with ``s`` the self-confidence of each given tag state (``p`` if carried else ``1 - p``) under the stacked
+   and the kNN probabilities, each softly floored (``(s + 1e-3) / (1 + 1e-3)``: no ``-inf``, no ties), minus
+   :data:`VIOLATION_LOG_PENALTY` per learned rule the tag set breaks (:mod:`dq_pipeline.rules`). The
+   reported label quality is ``exp(log_joint / 2)`` (:func:`readable_quality`): strictly increasing, in
+   (0, 1], readable (no 1e-78 on tiny datasets).
+3. **How many are wrong** (:func:`estimate_error_rate`): every example gets one *planted* corruption that
+   keeps the learned rules (drop a tag, add a tag, or swap one for another; inside a one-of-N group a swap
+   stays in the group, a swap prefers a tag with a similar co-occurrence profile) and the planted tag sets are
+   scored by the same model. With ``G`` the distribution of the observed scores and ``F1`` that of planted
+   errors, the share of wrong examples is estimated as ``G(t) / F1(t)`` at the 20th percentile t of the
+   planted scores (mixture-proportion estimation: clean examples scoring that low only add to ``G``, so it
+   over-estimates where the model is weak). The interval is a bootstrap over examples.
+4. **Flags** = the ``round(rate x N)`` lowest-scoring examples (the top of the ranking), plus any example
+   whose given tags break a learned rule (those rank first anyway unless the penalty is outweighed; they are
+   counted in ``summary['n_flagged_outside_prefix']``).
+5. **Suggestions** for flagged examples: the best tag set among the given one, the given one with one tag
+   flipped, and with one carried tag swapped for an absent one, keeping only sets that satisfy the learned
+   rules (never empty where the data never is; inside a one-of-N group a swap, never a second member), by
+   the summed log self-confidences under both evidence sources minus :data:`SUGGEST_EDIT_COST` for a change
+   (a swap is one change); a violating example gets the best valid set, or :func:`dq_pipeline.rules.repair` of its given set.
+   ``details`` holds one row per changed (example, tag): swap = one 'incorrect' + one 'missing' row; a
+   flagged example whose given set wins keeps its tags (no rows; ``n_flagged_without_suggestion``).
 
-``method='confident_learning'``: per-tag confident-learning thresholds on out-of-fold
-probabilities. For tag k, ``t1[k]`` is the mean probability over examples that carry it and ``t0[k]``
-the mean (1 - probability) over examples that do not. An example that carries k is *confidently
-negative* when ``1 - p >= t0[k]`` and that beats the positive side (``p < t1[k]`` or ``1 - p > p``);
-symmetric for a tag it does not carry. Those tags are flagged; the suggested tag set flips them.
-
-Other options measured in ``bench/bench_quality.py`` (all lost to ``ensemble``; see the results):
-
-* ``method='prune_by_noise_rate'``: cleanlab's per-tag flags (:mod:`dq_pipeline.issues.cleanlab_parity`).
-* ``pooling='product'``: example score = product of the per-tag scores (with calibrated P, the chance
-  that every given tag is right).
-* ``scoring='threshold_normalized'``: per-tag self-confidence divided by the tag's confident-learning
-  threshold (``p / t1[k]`` if carried, ``(1 - p) / t0[k]`` if not, capped at 1), so rare tags, whose
-  probabilities are low even when right, are not over-flagged.
-* ``evidence``: which probabilities the scores and flags are computed from. ``'model'`` = P as given;
-  ``'knn'`` = P averaged with the given tags of each example's nearest neighbours in ``features``
-  (:func:`knn_tag_votes`); ``'calibrated'``, ``'cooccurrence'``, ``'cooccurrence_knn'`` = cross-fitted
-  per-tag logistic regressions stacked on the logits of P (:func:`stacked_probabilities`), the last two
-  also on the example's *other* given tags (tag co-occurrence), the last also on the kNN votes.
-* ``method='ensemble'`` (:func:`ensemble_label_issues`, needs ``features``): geometric mean of the
-  'cooccurrence_knn' product score and the 'knn' min score (co-occurrence evidence hides a tag swapped
-  for another that fits the remaining tags; the kNN score does not), flags by cleanlab's rule on the
-  'cooccurrence_knn' probabilities. The reported label quality is that joint score's fourth root,
-  computed in log space (:func:`readable_quality`): a strictly increasing map, so the ranking (and every
-  rank metric of the benchmark) is the joint score's, but the worst examples no longer all read 0.000.
+``method='cleanlab'`` is the documented parity mode: cleanlab 2.9's multi-label defaults exactly
+(:mod:`dq_pipeline.issues.cleanlab_parity`). Variants that lost in the benchmarks live in
+``bench/label_variants.py``.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,30 +50,35 @@ import pandas as pd
 from dq_pipeline.issues.base import DetectorResult
 
 DEFAULT_METHOD = "ensemble"
-DEFAULT_EMA_ALPHA = 0.8
-#: How per-tag self-confidences become one example score for the per-tag flag methods. 'min' (the worst
-#: tag) beat cleanlab's 'ema' in bench/results/quality.md (mean AUPRC 0.243 vs 0.218).
-DEFAULT_POOLING = "min"
-POOLINGS = ("min", "ema", "product")
-METHODS = ("ensemble", "cleanlab", "confident_learning", "prune_by_noise_rate")
-DEFAULT_SCORING = "self_confidence"
-SCORINGS = ("self_confidence", "threshold_normalized")
-DEFAULT_EVIDENCE = "model"
-EVIDENCES = ("model", "knn", "calibrated", "cooccurrence", "cooccurrence_knn")
-#: Evidence sources that need ``features``.
-FEATURE_EVIDENCES = ("knn", "cooccurrence_knn")
+METHODS = ("ensemble", "cleanlab")
 DEFAULT_N_NEIGHBORS = 15
 DEFAULT_KNN_WEIGHT = 0.5
 DEFAULT_STACK_FOLDS = 5
 TAG_ISSUE_COLUMNS = ["example_index", "tag_index", "given", "probability", "kind", "score"]
-#: The 'ensemble' label quality is ``joint ** (1 / QUALITY_ROOT)`` (:func:`readable_quality`). The joint score is a
-#: product over every tag, so it falls geometrically with the number of doubtful tags: on the bundled GoEmotions
-#: sample (28 tags) the 15 worst joint scores lay between 5e-7 and 1e-5 and 113 examples below 0.0005, all
-#: reading 0.000. The fourth root spreads them over 0.03-0.06 and keeps a clean example high (median 0.72).
-QUALITY_ROOT = 4.0
-#: Floor for a self-confidence before its logarithm: a probability rounded to exactly 0 or 1 would give
-#: log(0) = -inf and tie every such example at quality 0.
-_LOG_FLOOR = np.finfo(np.float64).tiny
+#: Label quality = ``exp(log_joint / QUALITY_ROOT)``: the joint score's square root. On the bundled GoEmotions
+#: sample the 15 worst then read 0.0073-0.015, distinct at 3 significant digits (the 4th root packed them
+#: into 0.086-0.122, where two read alike); a clean example reads about 0.5-0.9.
+QUALITY_ROOT = 2.0
+#: Soft floor of each self-confidence before its logarithm: ``log((s + eps) / (1 + eps))`` is finite,
+#: strictly increasing, and a confidently wrong tag costs at most log(1e-3) = -6.9 (no 1e-78 qualities).
+SOFT_FLOOR = 1e-3
+#: Added to the log joint score per learned rule an example's tag set breaks (about three wrong tags).
+VIOLATION_LOG_PENALTY = -4.6
+#: The threshold t of the estimate ``G(t) / F1(t)``: this quantile of the planted-error scores. Chosen on the
+#: validation half of bench/bench_quality.py among 0.1, 0.2, 0.3, 0.5 and the minimum over 0.1-0.5 (closest
+#: flagged/true ratios on average; see bench/results/quality_validation.md).
+ESTIMATE_QUANTILE = 0.2
+#: Bootstrap resamples for the expected-error-rate interval (90%).
+N_BOOTSTRAP = 200
+INTERVAL = (0.05, 0.95)
+#: Planted swaps prefer confusable tags: weight ~ exp(cosine of co-occurrence profiles / SWAP_TEMPERATURE).
+SWAP_TEMPERATURE = 0.1
+#: Suggestions maximise ``0.5 * (sum_k log s_cooc + sum_k log s_knn) - SUGGEST_EDIT_COST * (any change)`` over
+#: the given set and its valid one-flip / one-swap changes (a swap is one edit). Validation half (46 runs of
+#: plausible noise): exact-match on corrupted 0.265, clean kept 0.829; the ranking score itself as objective
+#: 0.252 / 0.826; the stacked evidence alone 0.239 / 0.827; cost 2.0: 0.254 / 0.856; a cost per changed tag
+#: (a swap = 2): 0.271 / 0.844 but 0.266 instead of 0.301 on one-of-N group swaps.
+SUGGEST_EDIT_COST = 1.0
 
 
 def self_confidence(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
@@ -77,76 +89,6 @@ def self_confidence(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
     Y = np.asarray(Y, dtype=bool)
     P = np.asarray(P, dtype=np.float64)
     return np.where(Y, P, 1.0 - P)
-
-
-def per_tag_thresholds(Y: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-tag confident-learning thresholds ``(t1, t0)``, each (K,).
-
-    t1[k] = mean p over examples carrying k; t0[k] = mean (1 - p) over examples not carrying it.
-    A tag with no example on one side gets threshold 1.0 there (that side can never be confident).
-    """
-    Y = np.asarray(Y, dtype=bool)
-    P = np.asarray(P, dtype=np.float64)
-    n_pos = Y.sum(axis=0)
-    n_neg = Y.shape[0] - n_pos
-    with np.errstate(invalid="ignore", divide="ignore"):
-        t1 = np.where(n_pos > 0, (P * Y).sum(axis=0) / np.maximum(n_pos, 1), 1.0)
-        t0 = np.where(n_neg > 0, ((1.0 - P) * ~Y).sum(axis=0) / np.maximum(n_neg, 1), 1.0)
-    return t1, t0
-
-
-def confident_tag_flags(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
-    """(N, K) bool: True where the given state of a tag is confidently contradicted by P."""
-    Y = np.asarray(Y, dtype=bool)
-    P = np.asarray(P, dtype=np.float64)
-    t1, t0 = per_tag_thresholds(Y, P)
-    conf_pos = P >= t1
-    conf_neg = (1.0 - P) >= t0
-    # Both sides above threshold: the larger probability decides (cleanlab's argmax rule).
-    says_neg = conf_neg & (~conf_pos | (1.0 - P > P))
-    says_pos = conf_pos & (~conf_neg | (P > 1.0 - P))
-    return np.where(Y, says_neg, says_pos)
-
-
-def ema_pool(scores: np.ndarray, alpha: float = DEFAULT_EMA_ALPHA) -> np.ndarray:
-    """Pool (N, K) per-tag scores into (N,) with an exponential moving average over each row sorted
-    in descending order, so the lowest (worst) tag weighs most (cleanlab's default aggregator)."""
-    s = -np.sort(-np.asarray(scores, dtype=np.float64), axis=1)
-    out = s[:, 0].copy()
-    for j in range(1, s.shape[1]):
-        out = alpha * s[:, j] + (1.0 - alpha) * out
-    return out
-
-
-def threshold_normalized_confidence(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
-    """(N, K) self-confidence relative to each tag's confident-learning threshold, in [0, 1].
-
-    ``min(1, p / t1[k])`` where tag k is carried and ``min(1, (1 - p) / t0[k])`` where it is not
-    (:func:`per_tag_thresholds`); 1 = at least as confident as a typical correct annotation of that tag,
-    low = likely wrong.
-    """
-    Y = np.asarray(Y, dtype=bool)
-    P = np.asarray(P, dtype=np.float64)
-    t1, t0 = per_tag_thresholds(Y, P)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(Y, P / np.maximum(t1, 1e-12), (1.0 - P) / np.maximum(t0, 1e-12))
-    return np.clip(ratio, 0.0, 1.0)
-
-
-def pool_scores(scores: np.ndarray, pooling: str = DEFAULT_POOLING, alpha: float = DEFAULT_EMA_ALPHA) -> np.ndarray:
-    """Pool (N, K) per-tag scores in [0, 1] into (N,) example scores (low = likely wrong).
-
-    'min' = the worst tag; 'ema' = :func:`ema_pool`; 'product' = product over tags (the chance that
-    every tag is right if the scores are independent calibrated probabilities).
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    if pooling == "min":
-        return scores.min(axis=1) if scores.shape[1] else np.ones(len(scores))
-    if pooling == "ema":
-        return ema_pool(scores, alpha) if scores.shape[1] else np.ones(len(scores))
-    if pooling == "product":
-        return np.prod(scores, axis=1)
-    raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
 
 
 def knn_tag_votes(features: np.ndarray, Y: np.ndarray, n_neighbors: int = DEFAULT_N_NEIGHBORS) -> np.ndarray:
@@ -164,159 +106,281 @@ def knn_tag_votes(features: np.ndarray, Y: np.ndarray, n_neighbors: int = DEFAUL
     return Y[idx].mean(axis=1)
 
 
-def knn_smoothed_probabilities(
-    features: np.ndarray,
-    Y: np.ndarray,
-    P: np.ndarray,
-    n_neighbors: int = DEFAULT_N_NEIGHBORS,
-    weight: float = DEFAULT_KNN_WEIGHT,
-) -> np.ndarray:
-    """(N, K) ``(1 - weight) * P + weight * knn_tag_votes(features, Y)``: the model's probabilities
-    smoothed with the given tags of the nearest neighbours in embedding space."""
-    votes = knn_tag_votes(features, Y, n_neighbors)
-    return (1.0 - weight) * np.asarray(P, dtype=np.float64) + weight * votes
-
-
 def _logit(P: np.ndarray) -> np.ndarray:
     Q = np.clip(np.asarray(P, dtype=np.float64), 1e-6, 1.0 - 1e-6)
     return np.log(Q) - np.log1p(-Q)
 
 
-def stacked_probabilities(
-    Y: np.ndarray,
-    P: np.ndarray,
-    use_other_tags: bool = True,
-    extra: np.ndarray | None = None,
-    n_folds: int = DEFAULT_STACK_FOLDS,
-    seed: int = 0,
-) -> np.ndarray:
-    """Second-stage probabilities: for each tag k a cross-fitted logistic regression predicts the given
-    tag from the standardised logits of all of P's columns, plus (``use_other_tags``) the example's
-    *other* given tags (never tag k itself: co-occurrence evidence) and any ``extra`` (N, E) columns.
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
 
-    Each example is predicted by models fitted on the other ``n_folds - 1`` folds (seeded ``KFold``), so
-    its own given tags never inform its prediction; a tag constant within a training fold gets that
-    fold's prevalence. Y: (N, K) 0/1; P: (N, K). Returns (N, K) float64 in [0, 1].
+
+@dataclass(frozen=True)
+class StackedModel:
+    """Cross-fitted second stage, linear in the other given tags.
+
+    ``base`` (N, K): each example's logit for each tag from P's logits and the extra columns (its own fold's
+    model); ``W`` (F, K, K): per fold, the weight of tag j's given state in tag k's logit (zero diagonal);
+    ``fold`` (N,): each example's fold. The probability of tag k for example i with tag set y is
+    ``sigmoid(base[i, k] + W[fold[i], k] @ y)``.
+    """
+
+    base: np.ndarray
+    W: np.ndarray
+    fold: np.ndarray
+
+    def logits(self, Y: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """(n, K) logits of tag sets ``Y`` (n, K) for examples ``rows`` (default: all, in order)."""
+        rows = np.arange(len(self.base)) if rows is None else np.asarray(rows)
+        Yf = np.asarray(Y, dtype=np.float64)
+        out = self.base[rows].copy()
+        folds = self.fold[rows]
+        for f in np.unique(folds):
+            sel = folds == f
+            out[sel] += Yf[sel] @ self.W[f].T
+        return out
+
+    def probabilities(self, Y: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        return _sigmoid(self.logits(Y, rows))
+
+
+def fit_stacked(Y: np.ndarray, P: np.ndarray, extra: np.ndarray | None = None, use_other_tags: bool = True,
+                n_folds: int = DEFAULT_STACK_FOLDS, seed: int = 0) -> StackedModel:
+    """Fit the second stage: for each tag k and fold, a logistic regression of the given tag on the
+    standardised logits of P (N, K), ``extra`` (N, E) and (``use_other_tags``) the other given tags, fitted
+    on the other folds (seeded ``KFold``). A tag constant within a training fold gets that fold's state.
+
+    The K x folds small fits run with BLAS limited to one thread: with several threads they collapse under
+    contention (issue 11: 10k rows, 2.4 s with one thread, 23-34 s with two).
     """
     import warnings
 
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import KFold
+    from threadpoolctl import threadpool_limits
 
     Y = np.asarray(Y, dtype=bool)
     N, K = Y.shape
-    out = np.zeros((N, K), dtype=np.float64)
+    n_f = max(1, min(n_folds, N))
+    fold = np.zeros(N, dtype=np.int64)
+    W = np.zeros((n_f, K, K), dtype=np.float64)
+    base = np.zeros((N, K), dtype=np.float64)
     if N == 0 or K == 0:
-        return out
+        return StackedModel(base, W, fold)
     L = _logit(P)
     L = (L - L.mean(axis=0)) / np.maximum(L.std(axis=0), 1e-9)
-    base = [L] if extra is None else [L, np.asarray(extra, dtype=np.float64)]
+    base_X = L if extra is None else np.hstack([L, np.asarray(extra, dtype=np.float64)])
     Yf = Y.astype(np.float64)
-    splits = list(KFold(min(n_folds, N), shuffle=True, random_state=seed).split(L)) if N >= 2 else []
-    for k in range(K):
-        F = np.hstack(base + ([np.delete(Yf, k, axis=1)] if use_other_tags else []))
-        if not splits:
-            out[:, k] = Yf[:, k]
-            continue
-        for train, test in splits:
-            y = Y[train, k]
-            if y.min() == y.max():
-                out[test, k] = float(y[0])
-                continue
-            model = LogisticRegression(solver="newton-cholesky", max_iter=100)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+    if N < 2:
+        return StackedModel(_logit(Yf), W, fold)
+    splits = list(KFold(n_f, shuffle=True, random_state=seed).split(L))
+    for f, (_, test) in enumerate(splits):
+        fold[test] = f
+    n_base = base_X.shape[1]
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for k in range(K):
+            others = np.delete(np.arange(K), k)
+            F = np.hstack([base_X, Yf[:, others]]) if use_other_tags else base_X
+            for f, (train, test) in enumerate(splits):
+                y = Y[train, k]
+                if y.min() == y.max():
+                    base[test, k] = _logit(np.array([float(y[0])]))[0]
+                    continue
+                model = LogisticRegression(solver="newton-cholesky", max_iter=100)
                 model.fit(F[train], y)
-            out[test, k] = model.predict_proba(F[test])[:, 1]
-    return out
+                coef = model.coef_[0]
+                base[test, k] = base_X[test] @ coef[:n_base] + model.intercept_[0]
+                if use_other_tags:
+                    W[f, k, others] = coef[n_base:]
+    return StackedModel(base, W, fold)
 
 
-def evidence_probabilities(
-    Y: np.ndarray,
-    P: np.ndarray,
-    evidence: str = DEFAULT_EVIDENCE,
-    features: np.ndarray | None = None,
-    seed: int = 0,
-) -> np.ndarray:
-    """(N, K) probabilities that scores and flags are computed from, by ``evidence`` (see module doc)."""
-    if evidence not in EVIDENCES:
-        raise ValueError(f"unknown evidence {evidence!r}; choose one of {EVIDENCES}")
-    if evidence in FEATURE_EVIDENCES and features is None:
-        raise ValueError(f"evidence {evidence!r} needs features (N, D)")
-    P = np.asarray(P, dtype=np.float64)
-    if evidence == "model":
-        return P
-    if evidence == "knn":
-        return knn_smoothed_probabilities(features, Y, P)
-    if evidence == "calibrated":
-        return stacked_probabilities(Y, P, use_other_tags=False, seed=seed)
-    if evidence == "cooccurrence":
-        return stacked_probabilities(Y, P, use_other_tags=True, seed=seed)
-    return stacked_probabilities(Y, P, use_other_tags=True, extra=knn_tag_votes(features, Y), seed=seed)
+def stacked_probabilities(Y: np.ndarray, P: np.ndarray, use_other_tags: bool = True,
+                          extra: np.ndarray | None = None, n_folds: int = DEFAULT_STACK_FOLDS,
+                          seed: int = 0) -> np.ndarray:
+    """(N, K) second-stage probabilities of the given tags (:func:`fit_stacked` evaluated on Y itself)."""
+    return fit_stacked(Y, P, extra, use_other_tags, n_folds, seed).probabilities(Y)
 
 
-def ensemble_label_issues(Y: np.ndarray, P: np.ndarray, features: np.ndarray, seed: int = 0) -> DetectorResult:
-    """Label issues from two evidence sources combined (:func:`combine_evidence` of the 'cooccurrence_knn'
-    and 'knn' probabilities). Y, P: (N, K); features: (N, D)."""
-    Y = np.asarray(Y, dtype=bool)
-    P = np.asarray(P, dtype=np.float64)
-    if Y.shape != P.shape:
-        raise ValueError(f"tags {Y.shape} and probabilities {P.shape} differ in shape")
-    votes = knn_tag_votes(features, Y)
-    P_cooc = stacked_probabilities(Y, P, use_other_tags=True, extra=votes, seed=seed)
-    P_knn = (1.0 - DEFAULT_KNN_WEIGHT) * P + DEFAULT_KNN_WEIGHT * votes
-    return combine_evidence(Y, P_cooc, P_knn)
+def _soft_log(S: np.ndarray) -> np.ndarray:
+    return np.log((np.clip(S, 0.0, 1.0) + SOFT_FLOOR) / (1.0 + SOFT_FLOOR))
 
 
 def log_joint_score(S_cooc: np.ndarray, S_knn: np.ndarray) -> np.ndarray:
-    """(N,) natural log of the ensemble's joint score ``sqrt(prod_k S_cooc[:, k] * min_k S_knn[:, k])``, summed
-    in log space so that nothing underflows however many tags there are (each self-confidence floored at the
-    smallest positive float64 first). 0 = every tag certainly right; more negative = more likely wrong."""
-    S_cooc = np.clip(np.asarray(S_cooc, dtype=np.float64), _LOG_FLOOR, 1.0)
-    S_knn = np.clip(np.asarray(S_knn, dtype=np.float64), _LOG_FLOOR, 1.0)
+    """(N,) log joint score ``0.5 * (sum_k log s_cooc + min_k log s_knn)`` of self-confidences (N, K), each
+    softly floored (:data:`SOFT_FLOOR`). 0 = every tag certainly right; more negative = more likely wrong."""
+    S_cooc = np.asarray(S_cooc, dtype=np.float64)
     if S_cooc.shape[1] == 0:
         return np.zeros(len(S_cooc))
-    return 0.5 * (np.log(S_cooc).sum(axis=1) + np.log(S_knn.min(axis=1)))
+    return 0.5 * (_soft_log(S_cooc).sum(axis=1) + _soft_log(np.asarray(S_knn, dtype=np.float64)).min(axis=1))
+
+
+def quality_root(n_tags: int) -> float:
+    """The root of the label-quality display for K tags: :data:`QUALITY_ROOT`, or K / 50 beyond 100 tags (a log
+    score sums over every tag: with 2,000 doubtful tags the square root would underflow to 0)."""
+    return max(QUALITY_ROOT, n_tags / 50.0)
 
 
 def readable_quality(log_score: np.ndarray, root: float = QUALITY_ROOT) -> np.ndarray:
-    """(N,) label quality in [0, 1] from a log joint score: ``exp(log_score / root)`` = the joint score's
-    ``root``-th root. Strictly increasing, so the order of the joint scores is kept exactly; the result
-    stays positive down to a log score of about -2,900 for root 4 (hundreds of confidently wrong tags)."""
+    """(N,) label quality in (0, 1] from a log score: ``exp(log_score / root)``, strictly increasing."""
     return np.clip(np.exp(np.asarray(log_score, dtype=np.float64) / root), 0.0, 1.0)
 
 
-def combine_evidence(Y: np.ndarray, P_cooc: np.ndarray, P_knn: np.ndarray) -> DetectorResult:
-    """The 'ensemble' detector from its two probability matrices (each (N, K)).
+class _Scorer:
+    """Log joint score of any tag sets for given examples (stacked model + kNN probabilities + rules)."""
 
-    ``scores`` (N,) = label quality in [0, 1], low = likely wrong: the fourth root (:data:`QUALITY_ROOT`,
-    :func:`readable_quality`) of the joint score sqrt(product over tags of the self-confidence under
-    ``P_cooc`` x min over tags of the self-confidence under ``P_knn``), computed in log space
-    (:func:`log_joint_score`); it ranks examples exactly as the joint score does. ``flags`` / ``details`` =
-    cleanlab's prune-by-noise-rate rule on ``P_cooc``. Per-tag scores: :func:`ensemble_tag_scores`.
+    def __init__(self, model: StackedModel, P_knn: np.ndarray, rules: Any) -> None:
+        self.model, self.P_knn, self.rules = model, P_knn, rules
+
+    def __call__(self, Y: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        from dq_pipeline.rules import violation_counts
+
+        rows = np.arange(len(self.P_knn)) if rows is None else np.asarray(rows)
+        Y = np.asarray(Y, dtype=bool)
+        P_cooc = self.model.probabilities(Y, rows)
+        score = log_joint_score(self_confidence(Y, P_cooc), self_confidence(Y, self.P_knn[rows]))
+        if self.rules is not None and self.rules.n_rules:
+            score = score + VIOLATION_LOG_PENALTY * violation_counts(self.rules, Y)
+        return score
+
+
+def _gumbel_pick(mask: np.ndarray, logw: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, a random column among ``mask`` (N, K) with weights exp(logw) ((K,) or (N, K));
+    returns (index (N,), row has a candidate (N,))."""
+    g = np.broadcast_to(logw, mask.shape) - np.log(-np.log(rng.random(mask.shape)))
+    g = np.where(mask, g, -np.inf)
+    return g.argmax(axis=1), mask.any(axis=1)
+
+
+def plant_errors(Y: np.ndarray, rules: Any, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """One rule-keeping corruption per example: ``(Y_planted (N, K) bool, planted (N,) bool)``.
+
+    Each example gets, in random order of preference, a dropped tag, an added tag (chosen by prevalence) or
+    a swap (a carried tag replaced by an absent one: inside its one-of-N group if it has one, else by a
+    prevalence-weighted tag outside groups); the first that breaks no learned rule the example did not
+    already break is kept. ``planted`` is False where none qualified (the row is left as given).
     """
-    from dq_pipeline.issues.cleanlab_parity import per_tag_issues
+    from dq_pipeline.rules import violation_matrix_or_none
+
+    rng = np.random.default_rng(seed)
+    Y = np.asarray(Y, dtype=bool)
+    N, K = Y.shape
+    if N == 0 or K == 0:
+        return Y.copy(), np.zeros(N, dtype=bool)
+    prev = np.clip(Y.mean(axis=0), 1.0 / N, None)
+    logw = np.log(prev)
+    group_of = rules.group_of() if rules is not None else np.full(K, -1)
+    rows = np.arange(N)
+    k_drop, has_pos = _gumbel_pick(Y, np.zeros(K), rng)
+    drop = Y.copy()
+    drop[rows, k_drop] = False
+    k_add, has_neg = _gumbel_pick(~Y, logw, rng)
+    add = Y.copy()
+    add[rows, k_add] = True
+    # swap: j in k_drop's group if it has one, else among absent tags outside groups
+    same_group = (group_of[None, :] == group_of[k_drop][:, None]) & (group_of[k_drop][:, None] >= 0)
+    outside = (group_of[None, :] < 0) & (group_of[k_drop][:, None] < 0)
+    # confusable first: weight of j for dropped k ~ exp(cosine of their co-occurrence profiles / 0.1) x prevalence
+    Yf = Y.astype(np.float64)
+    co = Yf.T @ Yf
+    np.fill_diagonal(co, 0.0)
+    unit = co / np.maximum(np.linalg.norm(co, axis=1, keepdims=True), 1e-12)
+    sim = unit @ unit.T / SWAP_TEMPERATURE
+    j_swap, has_j = _gumbel_pick(~Y & (same_group | outside), sim[k_drop] + logw[None, :], rng)
+    swap = drop.copy()
+    swap[rows, j_swap] = True
+    options = [(drop, has_pos), (add, has_neg), (swap, has_pos & has_j)]
+    before = violation_matrix_or_none(rules, Y)
+    ok = []
+    for cand, feasible in options:
+        v = violation_matrix_or_none(rules, cand)
+        new = feasible.copy() if v is None else feasible & ~(v & ~before).any(axis=1)
+        ok.append(new)
+    order = np.argsort(rng.random((N, 3)), axis=1)
+    out = Y.copy()
+    planted = np.zeros(N, dtype=bool)
+    for pos in range(3):
+        for o, (cand, _) in enumerate(options):
+            sel = ~planted & (order[:, pos] == o) & ok[o]
+            out[sel] = cand[sel]
+            planted |= sel
+    return out, planted
+
+
+def estimate_error_rate(observed: np.ndarray, planted: np.ndarray, seed: int = 0,
+                        n_bootstrap: int = N_BOOTSTRAP) -> tuple[float, tuple[float, float]]:
+    """Share of examples with a wrong tag from scores (low = likely wrong) of the examples as given
+    (``observed``, (N,)) and of planted errors (``planted``, (M,)): ``G(t) / F1(t)`` at t = the
+    :data:`ESTIMATE_QUANTILE` of the planted scores (G, F1: empirical distributions of the observed and planted
+    scores), clipped to [0, 1]; with a bootstrap (examples resampled) :data:`INTERVAL` interval.
+
+    ``G(t) = rate * F1(t) + (1 - rate) * F0(t)`` if the wrong examples score like planted errors; clean examples
+    scoring below t (F0(t) > 0: a weak model, or errors already in the data) make it an over-estimate."""
+    observed = np.asarray(observed, dtype=np.float64)
+    planted = np.asarray(planted, dtype=np.float64)
+    if len(observed) == 0 or len(planted) == 0:
+        return 0.0, (0.0, 0.0)
+
+    def rate(obs: np.ndarray, pl: np.ndarray) -> float:
+        t = np.quantile(pl, ESTIMATE_QUANTILE)
+        f1 = np.searchsorted(np.sort(pl), t, side="right") / len(pl)
+        g = np.searchsorted(np.sort(obs), t, side="right") / len(obs)
+        return float(np.clip(g / max(f1, 1e-12), 0.0, 1.0))
+
+    point = rate(observed, planted)
+    rng = np.random.default_rng(seed)
+    boots = [rate(observed[rng.integers(0, len(observed), len(observed))],
+                  planted[rng.integers(0, len(planted), len(planted))]) for _ in range(n_bootstrap)]
+    lo, hi = np.quantile(boots, INTERVAL) if boots else (point, point)
+    return point, (float(min(lo, point)), float(max(hi, point)))
+
+
+def _candidates(y: np.ndarray, group_of: np.ndarray) -> np.ndarray:
+    """(C, K) bool: y with one tag flipped, or one carried tag swapped for an absent one."""
+    K = len(y)
+    flips = np.repeat(y[None, :], K, axis=0)
+    flips[np.arange(K), np.arange(K)] ^= True
+    on, off = np.flatnonzero(y), np.flatnonzero(~y)
+    if len(on) and len(off):
+        a, b = np.repeat(on, len(off)), np.tile(off, len(on))
+        swaps = np.repeat(y[None, :], len(a), axis=0)
+        swaps[np.arange(len(a)), a] = False
+        swaps[np.arange(len(a)), b] = True
+        return np.vstack([flips, swaps])
+    return flips
+
+
+def suggest(Y: np.ndarray, rows: np.ndarray, model: StackedModel, P_knn: np.ndarray, rules: Any,
+            P_tags: np.ndarray, edit_cost: float = SUGGEST_EDIT_COST) -> np.ndarray:
+    """(N, K) bool suggested tags: Y with, for each example in ``rows``, the best of its given set and its
+    valid changes (:func:`_candidates` breaking no learned rule) by ``0.5 * (sum log s_cooc + sum log s_knn)
+    - edit_cost`` (the given set pays no cost). An example breaking a rule always gets a valid set (:func:`_candidates`,
+    or :func:`dq_pipeline.rules.repair` of its given set using ``P_tags`` (N, K))."""
+    from dq_pipeline.rules import repair, violation_counts
 
     Y = np.asarray(Y, dtype=bool)
-    S_cooc = self_confidence(Y, P_cooc)
-    S_knn = self_confidence(Y, P_knn)
-    scores = readable_quality(log_joint_score(S_cooc, S_knn))
-    tag_flags = per_tag_issues(Y, P_cooc)
-    details = tag_issue_rows(Y, P_cooc, tag_flags)
-    flags = tag_flags.any(axis=1)
-    summary = {
-        "method": "ensemble",
-        "n_label_issues": int(flags.sum()),
-        "n_tag_issues": int(len(details)),
-        "n_missing": int((details["kind"] == "missing").sum()),
-        "n_incorrect": int((details["kind"] == "incorrect").sum()),
-    }
-    return DetectorResult(scores=scores, flags=flags, summary=summary, details=details)
-
-
-def ensemble_tag_scores(Y: np.ndarray, P_cooc: np.ndarray, P_knn: np.ndarray) -> np.ndarray:
-    """(N, K) per-tag score of the 'ensemble' detector: geometric mean of the two self-confidences."""
-    return np.sqrt(self_confidence(Y, P_cooc) * self_confidence(Y, P_knn))
+    S = Y.copy()
+    group_of = rules.group_of() if rules is not None else np.full(Y.shape[1], -1)
+    has_rules = rules is not None and rules.n_rules > 0
+    for i in np.asarray(rows, dtype=np.int64):
+        y = Y[i]
+        cand = _candidates(y, group_of)
+        violating = has_rules and bool(violation_counts(rules, y[None, :])[0])
+        if violating:
+            cand = np.vstack([cand, repair(rules, y, P_tags[i])[None, :]])
+        if has_rules:
+            cand = cand[violation_counts(rules, cand) == 0]
+        if not violating:
+            cand = np.vstack([y[None, :], cand])
+        if len(cand) == 0:
+            continue
+        at = np.full(len(cand), i)
+        objective = 0.5 * (_soft_log(self_confidence(cand, model.probabilities(cand, at))).sum(axis=1)
+                           + _soft_log(self_confidence(cand, P_knn[at])).sum(axis=1))
+        objective -= edit_cost * (cand != y).any(axis=1)
+        S[i] = cand[int(np.argmax(objective))]
+    return S
 
 
 def tag_issue_rows(Y: np.ndarray, P: np.ndarray, flags: np.ndarray) -> pd.DataFrame:
@@ -350,66 +414,84 @@ def suggested_tags(Y: np.ndarray, tag_flags: np.ndarray) -> np.ndarray:
 def find_label_issues(
     Y: np.ndarray,
     P: np.ndarray,
-    method: str = DEFAULT_METHOD,
-    pooling: str = DEFAULT_POOLING,
-    alpha: float = DEFAULT_EMA_ALPHA,
-    scoring: str = DEFAULT_SCORING,
-    evidence: str = DEFAULT_EVIDENCE,
     features: np.ndarray | None = None,
+    method: str = DEFAULT_METHOD,
+    rules: Any = None,
     seed: int = 0,
 ) -> DetectorResult:
-    """Detect label issues from given tags Y (N, K) 0/1 and out-of-fold probabilities P (N, K).
+    """Detect label issues from given tags Y (N, K) 0/1, out-of-fold probabilities P (N, K) and the
+    features X (N, D) behind P (see the module doc).
 
-    Returns a :class:`DetectorResult`: ``scores`` = label quality in [0, 1] (low = likely wrong;
-    per-tag scores pooled by ``pooling``: 'min' = worst tag, 'ema' = cleanlab's exponential
-    moving average with ``alpha``, 'product' = product over tags), ``flags`` = example has at least one
-    flagged tag, ``details`` = one row per flagged (example, tag) (:func:`tag_issue_rows`).
-
-    ``method`` picks the detector ('ensemble' (default) = :func:`ensemble_label_issues`; 'cleanlab' =
-    cleanlab 2.9's defaults exactly; or a per-tag flag rule: 'confident_learning' = :func:`confident_tag_flags`,
-    'prune_by_noise_rate' = cleanlab's rule; 'ensemble' = :func:`ensemble_label_issues`, which ignores
-    ``pooling``, ``scoring`` and ``evidence``); ``scoring`` the per-tag score ('self_confidence' or
-    'threshold_normalized'); ``evidence`` the probabilities used instead of P ('model' = P itself; others
-    in the module doc; 'knn' and 'cooccurrence_knn' need ``features`` (N, D); ``seed`` seeds the
-    cross-fitting of the stacked ones). ``details`` report those probabilities.
+    Returns a :class:`DetectorResult`: ``scores`` (N,) label quality in (0, 1] (low = likely wrong),
+    ``flags`` (N,) the flagged examples (the lowest scores, about as many as the estimated errors, plus rule
+    breakers), ``details`` one row per suggested change (example_index, tag_index, given, probability, kind,
+    score), ``summary`` with ``expected_error_rate`` and its ``expected_error_rate_interval`` [lo, hi],
+    ``label_rules`` (:meth:`dq_pipeline.rules.LabelRules.to_dict`) and counts. ``rules``: a
+    :class:`~dq_pipeline.rules.LabelRules` (default: learned from Y). ``features=None``: no kNN evidence.
+    ``method='cleanlab'``: cleanlab 2.9's defaults exactly (no rules, no estimate).
     """
+    from dq_pipeline.rules import learn_label_rules, violation_counts
+
     if method not in METHODS:
         raise ValueError(f"unknown label-issue method {method!r}; choose one of {METHODS}")
-    if pooling not in POOLINGS:
-        raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
-    if scoring not in SCORINGS:
-        raise ValueError(f"unknown scoring {scoring!r}; choose one of {SCORINGS}")
-    if method == "ensemble":
-        if features is None:
-            raise ValueError("method 'ensemble' needs features (N, D)")
-        return ensemble_label_issues(Y, P, features, seed)
     if method == "cleanlab":
         from dq_pipeline.issues.cleanlab_parity import detect_parity
 
         return detect_parity(Y, P)
-    Y = np.asarray(Y, dtype=bool)
+    Y = np.asarray(Y).astype(bool)
     P = np.asarray(P, dtype=np.float64)
-    if Y.shape != P.shape:
-        raise ValueError(f"tags {Y.shape} and probabilities {P.shape} differ in shape")
-    P = evidence_probabilities(Y, P, evidence, features, seed)
-    if method == "confident_learning":
-        tag_flags = confident_tag_flags(Y, P)
+    if Y.shape != P.shape or Y.ndim != 2:
+        raise ValueError(f"tags {Y.shape} and probabilities {P.shape} must be the same (N, K) shape")
+    N, K = Y.shape
+    if rules is None:
+        rules = learn_label_rules(Y)
+    if features is not None and N > 1:
+        votes = knn_tag_votes(features, Y)
+        P_knn = (1.0 - DEFAULT_KNN_WEIGHT) * P + DEFAULT_KNN_WEIGHT * votes
     else:
-        from dq_pipeline.issues.cleanlab_parity import per_tag_issues
+        votes, P_knn = None, P
+    model = fit_stacked(Y, P, extra=votes, seed=seed)
+    scorer = _Scorer(model, P_knn, rules)
+    P_cooc = model.probabilities(Y)
+    log_score = scorer(Y)
+    violating = violation_counts(rules, Y) > 0 if rules.n_rules else np.zeros(N, dtype=bool)
 
-        tag_flags = per_tag_issues(Y, P)
-    details = tag_issue_rows(Y, P, tag_flags)
-    conf = self_confidence(Y, P) if scoring == "self_confidence" else threshold_normalized_confidence(Y, P)
-    scores = np.clip(pool_scores(conf, pooling, alpha), 0.0, 1.0)
-    flags = tag_flags.any(axis=1)
-    summary = {
-        "method": method,
-        "pooling": pooling,
-        "scoring": scoring,
-        "evidence": evidence,
+    Y_planted, planted = plant_errors(Y, rules, seed=seed)
+    ok = planted & ~violating
+    planted_score = scorer(Y_planted[ok], np.flatnonzero(ok))
+    rate, (lo, hi) = estimate_error_rate(log_score[~violating], planted_score, seed=seed)
+    n_clean_side = int((~violating).sum())
+    n_rank = int(round(rate * n_clean_side)) + int(violating.sum())
+    order = np.lexsort((np.arange(N), log_score))
+    flags = np.zeros(N, dtype=bool)
+    flags[order[: min(n_rank, N)]] = True
+    outside = violating & ~flags
+    flags |= violating
+
+    S = suggest(Y, np.flatnonzero(flags), model, P_knn, rules, 0.5 * (P_cooc + P_knn))
+    details = tag_issue_rows(Y, P_cooc, S != Y)
+    n_viol = int(violating.sum())
+    expected = (n_viol + rate * n_clean_side) / N if N else 0.0
+    exp_lo = (n_viol + lo * n_clean_side) / N if N else 0.0
+    exp_hi = (n_viol + hi * n_clean_side) / N if N else 0.0
+    incorrect = np.bincount(details.loc[details["given"], "tag_index"], minlength=K)
+    missing = np.bincount(details.loc[~details["given"], "tag_index"], minlength=K)
+    summary: dict[str, Any] = {
+        "method": "ensemble",
+        "n_examples": int(N),
         "n_label_issues": int(flags.sum()),
         "n_tag_issues": int(len(details)),
-        "n_missing": int((details["kind"] == "missing").sum()),
-        "n_incorrect": int((details["kind"] == "incorrect").sum()),
+        "n_missing": int(missing.sum()),
+        "n_incorrect": int(incorrect.sum()),
+        "n_flagged_without_suggestion": int((flags & ~(S != Y).any(axis=1)).sum()),
+        "expected_error_rate": float(expected),
+        "expected_error_rate_interval": [float(exp_lo), float(exp_hi)],
+        "expected_errors": int(round(expected * N)),
+        "n_rule_violations": n_viol,
+        "n_flagged_outside_prefix": int(outside.sum()),
+        "incorrect_per_tag": incorrect.tolist(),
+        "missing_per_tag": missing.tolist(),
+        "label_rules": rules.to_dict(),
     }
-    return DetectorResult(scores=scores, flags=flags, summary=summary, details=details)
+    return DetectorResult(scores=readable_quality(log_score, quality_root(K)), flags=flags, summary=summary,
+                          details=details)
