@@ -176,7 +176,8 @@ def find_outliers(
         # just below the smallest flagged distance (flags <=> d > threshold <=> score < score_threshold)
         threshold = float(np.nextafter(float(d[flagged].min()), -np.inf)) if flagged.any() else float(d.max())
         label = f"calibrated (robust log-normal null, z > {z_threshold:g})"
-        extra = {"z_threshold": float(z_threshold), "null_center": center, "null_scale": null_scale,
+        extra = {"z_threshold": float(z_threshold), "null_center": center,
+                 "null_scale": null_scale if np.isfinite(null_scale) else None,  # None: distances do not vary
                  "expected_by_chance": float(n * norm.sf(z_threshold))}
     flags = d > threshold
 
