@@ -47,11 +47,13 @@ def knn_mean_distance(X: np.ndarray, *, n_neighbors: int = DEFAULT_N_NEIGHBORS,
                       metric: str = DEFAULT_METRIC) -> np.ndarray:
     """Mean distance of each row of ``X`` (N, D) to its ``min(n_neighbors, N-1)`` nearest other rows.
 
-    Returns an (N,) float64 array; zeros when N < 2.
+    Computed in float64 (float32 input is converted). Returns an (N,) float64 array; zeros when N < 2.
     """
     from sklearn.neighbors import NearestNeighbors
 
-    X = np.asarray(X)
+    # float64: float32 embeddings would give float32 distances, whose ~1e-7 resolution makes hundreds of
+    # distinct examples tie on 50k texts
+    X = np.asarray(X, dtype=np.float64)
     n = X.shape[0]
     k = min(int(n_neighbors), n - 1)
     if k < 1:
