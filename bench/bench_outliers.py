@@ -16,10 +16,10 @@ frame *with* the junk rows, euclidean), then ``find_outliers`` runs as the ``out
 * **validation** (the calibrated threshold's parameters were chosen on these): bundled ``data/``
   MIML photos (400) + the 5 fixture junk images; bundled GoEmotions sample (1,261) + the 16 fixture junk
   texts; bundled MULAN emotions (593) and flags (194) + planted rows.
-* **test** (reported, not tuned on): the other 1,600 MIML photos of ``../shared/data`` + the 5 fixture
-  images + 5 unseen junk images made here; full GoEmotions (54k, minus the bundled sample's rows) and
-  2,500 TMDb movie overviews, each + the fixture texts + 12 unseen junk texts; MULAN yeast and scene +
-  planted rows.
+* **test** (reported, not tuned on): the other 1,600 MIML photos of ``../shared/data`` (``--miml-rows``
+  samples them) + the 5 fixture images, and in a second copy + 5 unseen junk images made here (a third
+  *stress* copy holds all 10); full GoEmotions (54k, minus the bundled sample's rows) and 2,500 TMDb movie
+  overviews, each + the fixture texts + 12 unseen junk texts; MULAN yeast and scene + planted rows.
 
 Methods: ``new`` = ``find_outliers`` defaults (calibrated threshold); ``old`` = the previous Tukey fence
 (``find_outliers(..., method="iqr")``, Q3 + 3 IQR); ``baseline`` = a model-free robust z-score (max over
