@@ -344,12 +344,14 @@ def outliers(
 
     def compute() -> tuple[DetectorResult, dict[str, Any]]:
         result = find_outliers(features.X, n_neighbors=settings.outlier_neighbors, metric=features.metric,
+                               method=settings.outlier_method, z_threshold=settings.outlier_z_threshold,
                                iqr_factor=settings.outlier_iqr_factor)
         return result, detector_metadata("outliers", result, raw_examples, oof_probabilities)
 
     return _detector(context, settings, "outliers",
                      [features.fingerprint, raw_examples.fingerprint, oof_probabilities.fingerprint,
-                      settings.outlier_neighbors, settings.outlier_iqr_factor], compute)
+                      settings.outlier_neighbors, settings.outlier_iqr_factor, settings.outlier_method,
+                      settings.outlier_z_threshold], compute)
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP)

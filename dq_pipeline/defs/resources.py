@@ -70,7 +70,14 @@ class AuditSettings(dg.ConfigurableResource):
                                     description="Borderline band around each tag's threshold")
     outlier_neighbors: int = Field(default=outliers.DEFAULT_N_NEIGHBORS, description="k of the k-NN distance")
     outlier_iqr_factor: float = Field(default=outliers.DEFAULT_IQR_FACTOR,
-                                      description="Outlier fence: Q3 + factor * IQR of the k-NN distance")
+                                      description="Outlier fence of outlier_method 'iqr': Q3 + factor * IQR "
+                                                  "of the k-NN distance")
+    outlier_method: str = Field(default=outliers.DEFAULT_METHOD,
+                                description=f"Outlier flags, one of {list(outliers.METHODS)}: 'calibrated' = robust "
+                                            "log-normal fit of the k-NN distances, flag above outlier_z_threshold")
+    outlier_z_threshold: float = Field(default=outliers.DEFAULT_Z_THRESHOLD,
+                                       description="Calibrated outlier flags: robust standard deviations of the "
+                                                   "log k-NN distance above its median")
     duplicate_threshold: float = Field(default=duplicates.DEFAULT_THRESHOLD,
                                        description="Near-duplicate cosine distance (embeddings)")
     exclude_outliers: bool = Field(default=False, description="Curation: exclude flagged outliers")
