@@ -3,6 +3,7 @@ Dagster, retention, `dq-pipeline history`, and the sensor's content fingerprint.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -248,6 +249,41 @@ def test_three_audits_with_edits_diff_exactly_and_keep_two(tmp_path: Path, flags
     header = lines[1].split("  ")
     assert "added" in lines[1] and "removed" in lines[1] and "open label_issue" in lines[1], header
     assert f"no audit of dataset 'nope'" in err.getvalue() and f"audited: {DATASET}" in err.getvalue()
+
+    # the review app's dataset page: the trend and the latest diff
+    hist = review.dataset_history(db, DATASET)
+    assert [a["run_id"] for a in hist["audits"]] == [run1, run2, run3]
+    assert len(hist["trend"].split()) == 3 and hist["audits"][-1]["expected_error_rate"] == 0.125
+    moved = changes[changes["change"] != "persisting"]
+    assert hist["n_changes"] == len(moved) and {c["example_id"] for c in hist["changes"]} == set(moved["example_id"])
+    status, page = _get(db, f"/datasets/{DATASET}")
+    assert status == 200 and "Audit history (3 audit(s))" in page and "<polyline points=" in page
+    assert f">{gone}</a></td><td>label issue</td><td class=\"chg-resolved\">resolved</td><td>data changed</td>" in page
+    status, body = _get(db, f"/api/datasets/{DATASET}/history")
+    assert status == 200 and json.loads(body)["n_changes"] == len(moved)
+
+
+def _get(db: str, path: str) -> tuple[int, str]:
+    """GET ``path`` from the review app over ``db`` through ASGI directly (no server, no HTTP client)."""
+    import asyncio
+
+    from dq_pipeline.review_app import create_app
+
+    app = create_app(db)
+    scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "headers": [(b"host", b"127.0.0.1")], "scheme": "http", "server": ("127.0.0.1", 8765),
+             "client": ("127.0.0.1", 40000), "root_path": "", "http_version": "1.1"}
+    messages: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        messages.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    return messages[0]["status"], body.decode()
 
 
 def _check_evaluation(instance: dg.DagsterInstance, run_id: str):
