@@ -320,6 +320,13 @@ def test_seeded_quality_drop_fails_the_regression_check(tmp_path: Path, flags: p
     changes = _read(db, "SELECT example_id FROM audit_changes WHERE run_id = ? AND change IN ('new', 'reopened')",
                     [drop.run_id])
     assert causes == set(changes["example_id"]) and evaluation.metadata["n_causing_examples"].value == len(causes)
+    mats = instance.get_records_for_run(drop.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    meta = next(m.metadata for m in (r.event_log_entry.dagster_event.event_specific_data.materialization for r in mats)
+                if m.asset_key == dg.AssetKey("curated"))
+    assert meta["health_trend"].value.startswith(f"![{DATASET}: health per audit](data:image/png;base64,")
+    n_new = len(_read(db, "SELECT 1 FROM audit_changes WHERE run_id = ? AND change = 'new'", [drop.run_id]))
+    assert meta["n_new"].value == n_new > 0 and f"_{n_new} new, " in meta["latest_diff"].value
+    assert "| example_id " in meta["latest_diff"].value
     assert len(causes & flipped_ids) / len(causes) >= 0.4  # measured 48 / 107 = 0.45; flipped rows are 31% of all
     # the blocking variant: back to clean (an improvement passes), then the same drop fails the run
     back, evaluation = audit(flags, regression_blocking=True)
