@@ -370,7 +370,12 @@ def curated(
     }
     diff = _diff_with_previous(curated_store.path, manifest.name, tables, run, reviews)
     store.write_audit(curated_store.path, run, tables)
-    pruned = store.prune_history(curated_store.path, manifest.name, settings.history_keep_audits)
+    try:  # retention; the audit is written either way
+        pruned = store.prune_history(curated_store.path, manifest.name, settings.history_keep_audits)
+    except store.StoreError as exc:
+        context.log.warning(f"audit written; pruning older audits' detail failed (retried after the next "
+                            f"audit): {exc}")
+        pruned = []
     summary = {k: run[k] for k in ("dataset", "run_id", "n_input_rows", "n_examples", "n_quarantined",
                                    "n_label_issues", "n_ambiguous", "n_outliers", "n_near_duplicates",
                                    "health_score")}
