@@ -419,7 +419,8 @@ def _cell(value: Any, fmt: str = "") -> str:
 
 def format_history(history: pd.DataFrame, dataset: str) -> str:
     """:func:`audit_history` as a plain-text table for the terminal (oldest first; '-' = not recorded)."""
-    columns = [("finished (UTC)", lambda r: pd.Timestamp(r["finished_at"]).strftime("%Y-%m-%d %H:%M:%S")),
+    columns = [("finished (UTC)", lambda r: pd.Timestamp(r["finished_at"]).strftime("%Y-%m-%d %H:%M:%S")
+                if pd.notna(r["finished_at"]) else "-"),
                ("run_id", lambda r: str(r["run_id"])[:8]),
                ("examples", lambda r: _cell(r.get("n_examples"))),
                ("health", lambda r: _cell(r.get("health_score"), ".3f")),
