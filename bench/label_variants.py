@@ -162,3 +162,10 @@ def variant_label_issues(Y: np.ndarray, P: np.ndarray, method: str = "confident_
     summary = {"method": method, "pooling": pooling, "scoring": scoring, "evidence": evidence,
                "n_label_issues": int(flags.sum()), "n_tag_issues": int(len(details))}
     return DetectorResult(scores=scores, flags=flags, summary=summary, details=details)
+
+
+def previous_default(Y: np.ndarray, P: np.ndarray, features: np.ndarray | None = None, seed: int = 0) -> DetectorResult:
+    """The default before issue 10 (for ``bench_quality.py --candidate before=bench.label_variants:previous_default``):
+    the same joint score, flags and suggestions by cleanlab's prune-by-noise-rate rule on the stacked
+    probabilities."""
+    return variant_label_issues(Y, P, method="ensemble_cleanlab_flags", features=features, seed=seed)

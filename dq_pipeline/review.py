@@ -25,13 +25,16 @@ import pandas as pd
 from dq_pipeline import store
 
 ACTIONS = ("accept", "keep", "exclude", "set")
-#: Queue issue filters; ``conflict`` = near-duplicate group whose members carry different tags.
-ISSUES = ("label_issue", "ambiguous", "outlier", "near_duplicate", "conflict")
+#: Queue issue filters; ``conflict`` = near-duplicate group whose members carry different tags;
+#: ``rule_violation`` = given tags breaking a learned label rule (schema version 4 on; every one is also a
+#: label issue).
+ISSUES = ("label_issue", "ambiguous", "outlier", "near_duplicate", "conflict", "rule_violation")
 KINDS = ("missing", "incorrect")
 STATES = ("open", "reviewed", "all")
 
 _ISSUE_COLUMN = {"label_issue": "is_label_issue", "ambiguous": "is_ambiguous", "outlier": "is_outlier",
-                 "near_duplicate": "is_near_duplicate", "conflict": "near_duplicate_conflict"}
+                 "near_duplicate": "is_near_duplicate", "conflict": "near_duplicate_conflict",
+                 "rule_violation": "is_rule_violation"}
 _FLAGGED = ("(coalesce(e.is_label_issue, false) OR coalesce(e.is_ambiguous, false) OR coalesce(e.is_outlier, false) "
             "OR coalesce(e.is_near_duplicate, false) OR coalesce(e.near_duplicate_conflict, false))")
 #: Lowest score among the example's flags (low = more severe); 1.0 when no scored flag (duplicates only).
@@ -120,7 +123,10 @@ def _filters(con: Any, dataset: str, run: dict, issue: str | None, tag: str | No
     if issue not in (None, ""):
         if issue not in ISSUES:
             raise ReviewError(f"issue must be one of {', '.join(ISSUES)}, got {issue!r}")
-        where.append(f"coalesce(e.{_ISSUE_COLUMN[issue]}, false)")
+        if issue == "rule_violation" and store._version(con) < 4:  # a file read as it is, before rules
+            where.append("false")
+        else:
+            where.append(f"coalesce(e.{_ISSUE_COLUMN[issue]}, false)")
     if kind not in (None, "") and kind not in KINDS:
         raise ReviewError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if tag not in (None, "") or kind not in (None, ""):
@@ -163,17 +169,24 @@ def _tag_issues(con: Any, dataset: str, run_id: str, ids: list[str]) -> dict[str
 def list_datasets(db_path: str | Path) -> list[dict[str, Any]]:
     """One dict per dataset with a successful audit (its latest): dataset, run_id, finished_at, modality,
     folder, n_examples, health_score (at audit time), n_label_issues, n_ambiguous, n_outliers,
-    n_near_duplicates, n_conflicts, n_open, n_reviewed (live: decisions taken since count), and
-    health_score_now (1 - n_open / n_examples)."""
+    n_near_duplicates, n_conflicts, n_open, n_reviewed (live: decisions taken since count),
+    health_score_now (1 - n_open / n_examples), and expected_error_rate with expected_error_rate_lo / _hi
+    (estimated share of wrongly tagged examples and its 90% interval; None before schema version 4)."""
     with store.connect(db_path, read_only=True) as con:
         _check_schema(con, db_path)
         return _datasets(con, None)
 
 
 def _datasets(con: Any, dataset: str | None) -> list[dict[str, Any]]:
+    # expected_error_rate (+ interval) from schema version 4 on; NULL for a file read as it is at version 3
+    eer = ("a.expected_error_rate, a.expected_error_rate_lo, a.expected_error_rate_hi, "
+           "coalesce(a.n_rule_violations, 0) AS n_rule_violations,"
+           if store._version(con) >= 4 else
+           "NULL AS expected_error_rate, NULL AS expected_error_rate_lo, NULL AS expected_error_rate_hi, "
+           "0 AS n_rule_violations,")
     sql = """
         SELECT a.dataset, a.run_id, a.finished_at, a.modality, a.folder, a.n_examples, a.health_score,
-               a.n_label_issues, a.n_ambiguous, a.n_outliers, a.n_near_duplicates,
+               a.n_label_issues, a.n_ambiguous, a.n_outliers, a.n_near_duplicates, """ + eer + """
                coalesce(c.n_conflicts, 0) AS n_conflicts, coalesce(c.n_open, 0) AS n_open,
                coalesce(c.n_reviewed, 0) AS n_reviewed,
                CASE WHEN a.n_examples > 0 THEN 1.0 - coalesce(c.n_open, 0) / a.n_examples END AS health_score_now

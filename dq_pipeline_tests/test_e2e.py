@@ -63,10 +63,14 @@ def test_tabular_planted_errors_rank_low(tmp_path: Path, db_path: str):
     auroc = roc_auc_score(is_planted, -ex["label_quality"].to_numpy())
     assert auroc >= 0.9, auroc  # measured 0.985 (on 1,000 rows: 0.983; cleanlab's scores there: 0.805)
     _assert_tables_filled(db_path, len(frame))
-    # the flagged examples are mostly the planted ones, and most planted ones are flagged
+    # the flagged examples are the planted ones, about as many as the expected error rate says (issue 10:
+    # calibrated flags; the previous default flagged 59 here, 38 of them planted)
     flagged = ex["is_label_issue"].to_numpy()
-    assert (flagged & is_planted).sum() / flagged.sum() >= 0.5  # measured 38 / 59 (1,000 rows: 74 / 108)
-    assert (flagged & is_planted).sum() / is_planted.sum() >= 0.8  # measured 38 / 41 (1,000 rows: 74 / 80)
+    assert (flagged & is_planted).sum() / flagged.sum() >= 0.8  # measured 21 / 21
+    assert (flagged & is_planted).sum() / is_planted.sum() >= 0.4  # measured 21 / 41
+    run = _latest(db_path, "audit_runs")
+    assert run["expected_error_rate_lo"].item() <= len(planted) / len(frame) <= run["expected_error_rate_hi"].item()
+    assert abs(flagged.sum() - run["expected_error_rate"].item() * len(frame)) <= 1  # measured 0.040 [0.021, 0.098]
 
 
 def test_text_audit_fills_every_table(text_dataset: Path, db_path: str):

@@ -358,6 +358,10 @@ def test_pages_render_every_modality(served) -> None:
         assert status == 200, dataset
         html = page.decode()
         assert "Class summary" in html and "reviewed / open" in html
+        assert 'id="expected-errors"' in html and "expected wrong" in html  # the estimate, with its interval
+    status, listing = server.get_json("/api/datasets")
+    for d in listing["datasets"]:
+        assert d["expected_error_rate_lo"] <= d["expected_error_rate"] <= d["expected_error_rate_hi"]
     status, queue = server.get_json("/api/datasets/mulan_flags/queue?state=all&limit=1")
     item = queue["items"][0]
     eid = quote(item["example_id"], safe="")

@@ -146,6 +146,9 @@ def test_queue_filters_ordering_and_paging(flags):
         got = review.review_queue(db, "mulan_flags", issue=issue, limit=1000)
         assert got["total"] == n and all(i[column] for i in got["items"]), issue
     assert datasets[0]["n_label_issues"] == review.review_queue(db, "mulan_flags", issue="label_issue")["total"]
+    n_broken = _latest(db, "SELECT count(*) FROM latest_examples WHERE dataset = 'mulan_flags' AND is_rule_violation")
+    assert review.review_queue(db, "mulan_flags", issue="rule_violation")["total"] == n_broken[0][0] \
+        == datasets[0]["n_rule_violations"]
 
     tag_rows = _latest(db, "SELECT example_id, tag, kind FROM latest_tag_issues WHERE dataset = 'mulan_flags'")
     tag, kind = tag_rows[0][1], tag_rows[0][2]
