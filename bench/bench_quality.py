@@ -405,7 +405,7 @@ def _code_version() -> str:
             return ""
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = " (with uncommitted changes)" if git("status", "--porcelain", "--", "dq_pipeline", "bench") else ""
+    dirty = " (with uncommitted code changes)" if git("status", "--porcelain", "--", "dq_pipeline", "bench/*.py") else ""
     det = git("log", "-1", "--format=%h %s", "--", "dq_pipeline/issues/label_issues.py")[:90] or "unknown"
     return f"commit {head}{dirty}; ours-default = `dq_pipeline/issues/label_issues.py` as of {det}"
 
@@ -448,6 +448,7 @@ def write_report(df: pd.DataFrame, skipped: pd.DataFrame, command: str, elapsed:
         f"Python {platform.python_version()}, numpy {np.__version__}, scikit-learn {sklearn.__version__}, "
         f"cleanlab {cleanlab.__version__}; {args.workers} worker(s); {now}; wall time {elapsed / 60:.1f} min.  ",
         f"Code: {code}.  ",
+        *([f"Candidates (`--candidate`): {', '.join(f'`{c}`' for c in args.candidate)}.  "] if getattr(args, "candidate", None) else []),
         f"**Split: {args.split}.** Validation half (for choosing defaults): {', '.join(bd.VALIDATION)}. "
         f"Test half (for reporting): {', '.join(bd.TEST)}. This file: {ds_line}.  ",
         f"Noise models: {', '.join(args.noise)}; rates {', '.join(f'{r:g}' for r in args.rates)} of the examples; "
