@@ -58,7 +58,7 @@ if str(ROOT) not in sys.path:
 
 from bench import datasets as bd  # noqa: E402
 from bench import noise as bn  # noqa: E402
-from bench.bench_quality import P_CACHE, _code_version, _digest  # noqa: E402
+from bench.bench_quality import P_CACHE, _digest  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 #: datasets of this benchmark (names in bench/datasets.py); text / image use their quick subsets
@@ -76,6 +76,22 @@ def split(Y: np.ndarray, seed: int, test_size: float = 0.3) -> tuple[np.ndarray,
     s = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=test_size, random_state=seed)
     train, test = next(s.split(np.zeros((len(Y), 1)), Y))
     return np.sort(train), np.sort(test)
+
+
+def _code_version() -> str:
+    """Git commit of the checkout (dirty = uncommitted code, results files aside) and the detector's last commit."""
+    import subprocess
+
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True, timeout=10).stdout.strip()
+        except Exception:  # noqa: BLE001 - no git: the report says so
+            return ""
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = " (with uncommitted changes)" if git("status", "--porcelain", "--", "dq_pipeline", "bench/*.py") else ""
+    det = git("log", "-1", "--format=%h %s", "--", "dq_pipeline/issues/label_issues.py")[:90] or "unknown"
+    return f"commit {head}{dirty}; detector = `dq_pipeline/issues/label_issues.py` as of {det}"
 
 
 def _source_digest() -> str:
@@ -200,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     out_md = Path(args.out) if args.out else RESULTS / f"cleaning_helps{'_quick' if args.quick else ''}.md"
     out_csv = out_md.with_name(out_md.stem.replace("cleaning_helps", "cleaning_helps_runs") + ".csv")
 
-    code = _code_version().replace("ours-default =", "detector =")  # before this run writes its results
+    code = _code_version()
     start = time.perf_counter()
     data = {}
     for name in args.datasets:
