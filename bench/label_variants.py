@@ -169,3 +169,84 @@ def previous_default(Y: np.ndarray, P: np.ndarray, features: np.ndarray | None =
     the same joint score, flags and suggestions by cleanlab's prune-by-noise-rate rule on the stacked
     probabilities."""
     return variant_label_issues(Y, P, method="ensemble_cleanlab_flags", features=features, seed=seed)
+
+
+#: The mixture estimate (c93b9ed, reverted): EM on ``u = log(-log_score + MIXTURE_OFFSET)``, clean ~ normal,
+#: wrong ~ the planted-error scores (a kernel density); the bootstrap median is the rate. Better calibrated on
+#: the validation half (flagged/true 2.00/1.38/0.82 vs 2.93/1.95/1.07 at 5/10/20%) but it collapses when many
+#: rows are wrong (bench/bench_error_rate_seeded.py) and was dropped.
+MIXTURE_OFFSET = 0.01
+MIXTURE_MAX_ITER = 300
+MIXTURE_TOL = 1e-6
+MIXTURE_MAX_POINTS = 20000
+MIXTURE_N_BOOTSTRAP = 100
+
+
+def _planted_density(v: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Gaussian kernel density (Scott's bandwidth) of the values ``v`` evaluated at ``grid``."""
+    h = max(float(np.std(v)) * len(v) ** -0.2, 1e-3)
+    z = (grid[:, None] - v[None, :]) / h
+    return np.exp(-0.5 * z * z).sum(axis=1) / (len(v) * h * np.sqrt(2.0 * np.pi))
+
+
+def _mixture_weight(u: np.ndarray, f1: np.ndarray) -> float:
+    """EM for the weight ``pi`` of the error component in ``(1 - pi) * Normal(m, s) + pi * f1`` over ``u``
+    (f1: the error density at each u, fixed; m, s refitted to the clean-weighted points)."""
+    pi, w0 = 0.2, np.ones_like(u)
+    for _ in range(MIXTURE_MAX_ITER):
+        m = np.average(u, weights=w0)
+        s = max(float(np.sqrt(np.average((u - m) ** 2, weights=w0))), 1e-6)
+        f0 = np.exp(-0.5 * ((u - m) / s) ** 2) / (s * np.sqrt(2.0 * np.pi))
+        a, b = (1.0 - pi) * f0, pi * f1
+        resp = b / np.maximum(a + b, 1e-300)
+        new = float(resp.mean())
+        w0 = np.maximum(1.0 - resp, 1e-12)
+        if abs(new - pi) < MIXTURE_TOL:
+            return new
+        pi = new
+    return pi
+
+
+def mixture_error_rate(observed: np.ndarray, planted: np.ndarray, seed: int = 0,
+                        n_bootstrap: int = MIXTURE_N_BOOTSTRAP) -> tuple[float, tuple[float, float]]:
+    """Share of examples with a wrong tag from log scores (<= 0, low = likely wrong) of the examples as given
+    (``observed``, (N,)) and of planted errors (``planted``, (M,)); returns ``(rate, (lo, hi))``.
+
+    On ``u = log(-score + MIXTURE_OFFSET)`` the observed scores are fitted (EM) as a mixture of a normal
+    distribution (the clean examples) and the planted-error distribution (a kernel density): the rate is the
+    error component's weight, the median over :data:`MIXTURE_N_BOOTSTRAP` bootstrap resamples of the examples, with
+    their 90% quantiles as the interval. It reads high where clean examples' scores have a heavy
+    low tail the normal cannot fit (a weak model), and low where real errors score better than planted ones."""
+    observed = np.asarray(observed, dtype=np.float64)
+    planted = np.asarray(planted, dtype=np.float64)
+    if len(observed) < 2 or len(planted) < 2:
+        return 0.0, (0.0, 0.0)
+    rng = np.random.default_rng(seed)
+    u = np.log(np.maximum(-observed, 0.0) + MIXTURE_OFFSET)
+    v = np.log(np.maximum(-planted, 0.0) + MIXTURE_OFFSET)
+    if len(v) > MIXTURE_MAX_POINTS // 4:
+        v = rng.choice(v, MIXTURE_MAX_POINTS // 4, replace=False)
+    grid = np.linspace(min(u.min(), v.min()) - 1.0, max(u.max(), v.max()) + 1.0, 512)
+    f1 = np.interp(u, grid, _planted_density(v, grid))
+    n = min(len(u), MIXTURE_MAX_POINTS)
+    boots = []
+    for _ in range(max(n_bootstrap, 1)):
+        i = rng.integers(0, len(u), n)
+        boots.append(_mixture_weight(u[i], f1[i]))
+    point = float(np.clip(np.median(boots), 0.0, 1.0))
+    lo, hi = np.quantile(boots, (0.05, 0.95))
+    return point, (float(min(lo, point)), float(max(hi, point)))
+
+
+def mixture_rate_candidate(Y: np.ndarray, P: np.ndarray, features: np.ndarray | None = None,
+                           seed: int = 0) -> DetectorResult:
+    """The shipped detector with the dropped mixture estimate :func:`mixture_error_rate` (for
+    ``bench_quality.py --candidate mixture=bench.label_variants:mixture_rate_candidate``)."""
+    from dq_pipeline.issues import label_issues as li
+
+    shipped = li.estimate_error_rate
+    li.estimate_error_rate = mixture_error_rate
+    try:
+        return li.find_label_issues(Y, P, features=features, seed=seed)
+    finally:
+        li.estimate_error_rate = shipped
