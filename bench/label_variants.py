@@ -169,3 +169,48 @@ def previous_default(Y: np.ndarray, P: np.ndarray, features: np.ndarray | None =
     the same joint score, flags and suggestions by cleanlab's prune-by-noise-rate rule on the stacked
     probabilities."""
     return variant_label_issues(Y, P, method="ensemble_cleanlab_flags", features=features, seed=seed)
+
+
+#: The threshold t of :func:`planted_quantile_rate`: this quantile of the planted-error scores (chosen on the
+#: validation half among 0.1, 0.2, 0.3, 0.5 and the minimum over 0.1-0.5).
+ESTIMATE_QUANTILE = 0.2
+
+
+def planted_quantile_rate(observed: np.ndarray, planted: np.ndarray, seed: int = 0,
+                          n_bootstrap: int = 200) -> tuple[float, tuple[float, float]]:
+    """The expected-error-rate estimate of issue 10's first default (1601378), replaced by the mixture fit of
+    :func:`dq_pipeline.issues.label_issues.estimate_error_rate`: ``G(t) / F1(t)`` at t = the
+    :data:`ESTIMATE_QUANTILE` of the planted scores (G, F1: empirical distributions of the observed and planted
+    log scores), clipped to [0, 1], with a bootstrap 90% interval. An upper bound: clean examples scoring below t
+    only add to G (validation half: flagged/true 3.5/2.2/1.1 at 5/10/20% noise)."""
+    observed = np.asarray(observed, dtype=np.float64)
+    planted = np.asarray(planted, dtype=np.float64)
+    if len(observed) == 0 or len(planted) == 0:
+        return 0.0, (0.0, 0.0)
+
+    def rate(obs: np.ndarray, pl: np.ndarray) -> float:
+        t = np.quantile(pl, ESTIMATE_QUANTILE)
+        f1 = np.searchsorted(np.sort(pl), t, side="right") / len(pl)
+        g = np.searchsorted(np.sort(obs), t, side="right") / len(obs)
+        return float(np.clip(g / max(f1, 1e-12), 0.0, 1.0))
+
+    point = rate(observed, planted)
+    rng = np.random.default_rng(seed)
+    boots = [rate(observed[rng.integers(0, len(observed), len(observed))],
+                  planted[rng.integers(0, len(planted), len(planted))]) for _ in range(n_bootstrap)]
+    lo, hi = np.quantile(boots, (0.05, 0.95)) if boots else (point, point)
+    return point, (float(min(lo, point)), float(max(hi, point)))
+
+
+def quantile_rate_default(Y: np.ndarray, P: np.ndarray, features: np.ndarray | None = None,
+                          seed: int = 0) -> DetectorResult:
+    """The shipped detector with the previous error-rate estimate :func:`planted_quantile_rate` (for
+    ``bench_quality.py --candidate before=bench.label_variants:quantile_rate_default``)."""
+    from dq_pipeline.issues import label_issues as li
+
+    shipped = li.estimate_error_rate
+    li.estimate_error_rate = planted_quantile_rate
+    try:
+        return li.find_label_issues(Y, P, features=features, seed=seed)
+    finally:
+        li.estimate_error_rate = shipped
