@@ -292,6 +292,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    """The audit history of one dataset, oldest first; exit 2 for an unknown dataset (the audited ones named)
+    or an unusable --db."""
+    from dq_pipeline import history
+    from dq_pipeline.store import StoreError
+
+    if not Path(args.db).exists():
+        print(f"error: no DuckDB file at {args.db}: audit a dataset first or pass --db (or set DQ_DUCKDB_PATH)",
+              file=sys.stderr)
+        return 2
+    try:
+        frame = history.audit_history(args.db, args.dataset)
+    except (history.HistoryError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(history.format_history(frame, args.dataset))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dq_pipeline.store import default_db_path
 
@@ -381,6 +400,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "(job train_tagger; cached stages are reused)")
     p.add_argument("--verbose", action="store_true", help=verbose_help)
     p.set_defaults(func=cmd_predict)
+
+
+    p = sub.add_parser("history", help="print a dataset's audit history: health, open issues by type, changes",
+                       description="One line per successful audit, oldest first: time, run id, health score, "
+                                   "open issues by type, expected error rate (when recorded), examples added / "
+                                   "removed / edited and issues new / resolved / reopened since the previous audit.")
+    p.add_argument("dataset", help="dataset name (as audited)")
+    p.add_argument("--db", default=default_db_path(), help=db_help)
+    p.set_defaults(func=cmd_history)
     return parser
 
 

@@ -549,3 +549,39 @@ def write_reviews(frame: pd.DataFrame, out: Any, fmt: str) -> None:
     writer.writeheader()
     for rec in records:
         writer.writerow({**rec, "labels": "|".join(rec["labels"]), "given_labels": "|".join(rec["given_labels"])})
+
+
+# --------------------------------------------------------------------------------------- audit history
+
+#: audit_runs columns of the dataset page's history (those the file has)
+HISTORY_COLUMNS = ("run_id", "finished_at", "n_examples", "health_score", "n_open_issues", "expected_error_rate",
+                   "n_added", "n_removed", "n_edited", "n_new", "n_resolved", "n_reopened", "n_persisting")
+
+
+def dataset_history(db_path: str | Path, dataset: str, max_changes: int = 200) -> dict[str, Any]:
+    """The dataset's audit history for its page: ``audits`` (successful audits oldest first, the
+    :data:`HISTORY_COLUMNS` the file has), ``changes`` (the latest audit's audit_changes rows other than
+    persisting, new and reopened first, at most ``max_changes``), ``n_changes`` (all of them) and
+    ``trend`` (SVG polyline points of the health score, 0-1 high = healthy, over a 300 x 60 box). Files
+    from before audit history (schema < 4) give empty lists. ReviewError (404) for an unknown dataset."""
+    with store.connect(db_path, read_only=True) as con:
+        _check_schema(con, db_path)
+        run = _latest_run(con, dataset)
+        have = {r[0] for r in con.execute("SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' AND "
+                                          "table_name = 'audit_runs'").fetchall()}
+        columns = [c for c in HISTORY_COLUMNS if c in have]
+        audits = _rows(con, f"SELECT {', '.join(columns)} FROM audit_runs WHERE dataset = ? AND status = 'success' "
+                            "ORDER BY finished_at, run_id", [dataset])
+        changes: list[dict[str, Any]] = []
+        n_changes = 0
+        if store._version(con) >= 4:
+            where = "WHERE dataset = ? AND run_id = ? AND change <> 'persisting'"
+            params = [dataset, run["run_id"]]
+            n_changes = con.execute(f"SELECT count(*) FROM audit_changes {where}", params).fetchone()[0]
+            changes = _rows(con, f"""SELECT example_id, issue_type, change, reason, detail FROM audit_changes {where}
+                ORDER BY CASE change WHEN 'new' THEN 0 WHEN 'reopened' THEN 1 ELSE 2 END, issue_type, example_id
+                LIMIT ?""", [*params, max_changes])
+    scores = [a["health_score"] for a in audits]
+    n = len(scores)
+    trend = " ".join(f"{(300 * i / (n - 1)) if n > 1 else 150:.1f},{60 - 60 * (s or 0):.1f}" for i, s in enumerate(scores))
+    return {"audits": audits, "changes": changes, "n_changes": int(n_changes), "trend": trend}

@@ -216,6 +216,55 @@ MIGRATIONS: tuple[Migration, ...] = (
         *(_comment(t, c, text) for (t, c), text in COMMENTS_V4.items()),
     )),
 )
+
+#: Version 5 (audit history, :mod:`dq_pipeline.history`): table ``audit_changes`` — one row per (example,
+#: issue type) whose open/closed state differs from, or stays open since, the previous successful audit of
+#: the dataset; table ``example_changes`` — examples added, removed or edited since that audit;
+#: ``audit_runs`` gains the diff counts, open issues per type and whether old detail was pruned;
+#: ``examples.decided_action`` records the valid review decision the audit applied.
+AUDIT_CHANGES_DDL = """
+    dataset VARCHAR NOT NULL, run_id VARCHAR NOT NULL, previous_run_id VARCHAR, example_id VARCHAR NOT NULL,
+    issue_type VARCHAR NOT NULL, change VARCHAR NOT NULL, reason VARCHAR, detail VARCHAR"""
+EXAMPLE_CHANGES_DDL = """
+    dataset VARCHAR NOT NULL, run_id VARCHAR NOT NULL, previous_run_id VARCHAR, example_id VARCHAR NOT NULL,
+    change VARCHAR NOT NULL, content_changed BOOLEAN, tags_changed BOOLEAN, previous_labels VARCHAR[],
+    given_labels VARCHAR[]"""
+HISTORY_RUN_COLUMNS = """
+    previous_run_id VARCHAR, n_new BIGINT, n_resolved BIGINT, n_persisting BIGINT, n_reopened BIGINT,
+    n_added BIGINT, n_removed BIGINT, n_edited BIGINT, n_open_label_issues BIGINT, n_open_ambiguous BIGINT,
+    n_open_outliers BIGINT, n_open_near_duplicates BIGINT, detail_pruned BOOLEAN"""
+COMMENTS_V5 = {
+    ("audit_changes", "change"): "new | resolved | persisting | reopened, against previous_run_id (the previous "
+                                 "successful audit of the dataset); see README 'Audit history'",
+    ("audit_changes", "reason"): "data changed | tags changed | model changed | reviewed (NULL for persisting)",
+    ("audit_changes", "issue_type"): "label_issue | ambiguous | outlier | near_duplicate",
+    ("example_changes", "change"): "added | removed | edited (content or given tags) since previous_run_id",
+    ("audit_runs", "previous_run_id"): "the previous successful audit of the dataset the diff compares with "
+                                       "(NULL for the first audit: no diff, counts NULL)",
+    ("audit_runs", "n_new"): "audit_changes rows of this audit with change = 'new' ((example, issue type) pairs)",
+    ("audit_runs", "n_added"): "examples whose id is new since the previous audit",
+    ("audit_runs", "n_edited"): "examples whose content_key or given tags changed since the previous audit",
+    ("audit_runs", "detail_pruned"): "true when this audit's per-example rows were deleted by retention "
+                                     "(history_keep_audits); its audit_runs row, class_summary and "
+                                     "tag_confusions are kept",
+    ("examples", "decided_action"): "the valid review decision this audit applied (accept/keep/exclude/set), "
+                                    "NULL if none; such an example has no open issue",
+}
+HISTORY_MIGRATION = Migration(5, "audit history: audit_changes, example_changes, audit_runs diff counts, "
+                                 "examples.decided_action", (
+    f"CREATE TABLE IF NOT EXISTS audit_changes ({AUDIT_CHANGES_DDL})",
+    f"CREATE TABLE IF NOT EXISTS example_changes ({EXAMPLE_CHANGES_DDL})",
+    *(f"ALTER TABLE audit_runs ADD COLUMN IF NOT EXISTS {c} {t}" for c, t in _columns(HISTORY_RUN_COLUMNS)),
+    "ALTER TABLE examples ADD COLUMN IF NOT EXISTS decided_action VARCHAR",
+    *(_comment(t, c, text) for (t, c), text in COMMENTS_V5.items()),
+))
+MIGRATIONS = MIGRATIONS + (HISTORY_MIGRATION,)
+TABLES = TABLES + ("audit_changes", "example_changes")
+#: Per-example tables whose rows retention deletes for audits older than the last N (``prune_history``);
+#: the others (audit_runs, class_summary, tag_confusions) are summaries, kept forever.
+DETAIL_TABLES: tuple[str, ...] = ("examples", "tag_issues", "predictions", "duplicate_groups", "quarantine",
+                                  "curated_labels", "audit_changes", "example_changes")
+
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 _LATEST_RUNS_SQL = """CREATE OR REPLACE VIEW latest_audit_runs AS
@@ -499,12 +548,10 @@ _LATEST_EXAMPLES_SQL = """CREATE OR REPLACE VIEW latest_examples AS
 
 def _create_views(con: Any) -> None:
     con.execute(_LATEST_RUNS_SQL)
-    for name in TABLES:
-        if name != "audit_runs":
-            con.execute(_LATEST_TABLE_SQL.format(name=name))
-    existing = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()}
-    for name in ADDED_TABLES:
-        if name in existing:
+    existing = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'")
+                .fetchall()}
+    for name in (*TABLES, *ADDED_TABLES):
+        if name != "audit_runs" and name in existing:  # a later migration's table: its view comes with it
             con.execute(_LATEST_TABLE_SQL.format(name=name))
     has_reviews = con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND "
                               "table_name = ?", ["reviews"]).fetchone()[0]
@@ -631,6 +678,46 @@ def _insert(con: Any, table: str, frame: Any, constants: dict[str, str] | None =
         con.unregister("_dq_frame")
         if advance is not None:
             advance(len(chunk))
+
+
+def prune_history(db_path: str | Path, dataset: str, keep: int) -> list[str]:
+    """Retention: delete the per-example rows (:data:`DETAIL_TABLES`) of ``dataset``'s audits older than its
+    last ``keep`` audits (by finished_at, then run_id, as ``latest_audit_runs`` orders them); return the
+    run_ids pruned now. Summaries stay forever: every ``audit_runs`` row (marked ``detail_pruned``),
+    ``class_summary`` and ``tag_confusions``. The latest successful audit is never pruned, so the
+    ``latest_*`` views do not change. ``keep`` < 1 raises ValueError. One transaction."""
+    import duckdb
+
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1 (the latest audit keeps its detail), got {keep}")
+    with connect(db_path) as con:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            old = [r[0] for r in con.execute(
+                """SELECT run_id FROM (
+                       SELECT run_id, detail_pruned, row_number() OVER (ORDER BY finished_at DESC, run_id DESC) AS rank
+                       FROM audit_runs WHERE dataset = ?)
+                   WHERE rank > ? AND NOT coalesce(detail_pruned, false)
+                     AND run_id NOT IN (SELECT run_id FROM latest_audit_runs WHERE dataset = ?)
+                   ORDER BY run_id""", [dataset, keep, dataset]).fetchall()]
+            if old:
+                con.register("_dq_pruned", pd.DataFrame({"run_id": old}))
+                for name in DETAIL_TABLES:
+                    con.execute(f"DELETE FROM {name} WHERE dataset = ? AND run_id IN (SELECT run_id FROM _dq_pruned)",
+                                [dataset])
+                con.execute("UPDATE audit_runs SET detail_pruned = true WHERE dataset = ? AND run_id IN "
+                            "(SELECT run_id FROM _dq_pruned)", [dataset])
+                con.unregister("_dq_pruned")
+            con.execute("COMMIT")
+        except BaseException as exc:
+            _rollback(con, exc)
+            if isinstance(exc, (duckdb.Error, OSError)):
+                raise StoreError(f"pruning old audits of {dataset!r} in {db_path} failed (nothing deleted): "
+                                 f"{exc}") from exc
+            raise
+        if old:
+            con.execute("CHECKPOINT")  # hand the freed blocks back for reuse by the next writes
+    return old
 
 
 # --------------------------------------------------------------------------------------- reads

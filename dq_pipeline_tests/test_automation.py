@@ -17,7 +17,7 @@ def test_definitions_load_with_every_asset_and_gate():
     assert keys == {"raw_examples", "features", "oof_probabilities", "label_issues", "ambiguous_examples",
                     "outliers", "near_duplicates", "curated", "tagger"}
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
-    assert checks == {"raw_examples_gate", "features_gate", "probabilities_gate", "nothing_lost"}
+    assert checks == {"raw_examples_gate", "features_gate", "probabilities_gate", "nothing_lost", "regression"}
     assert defs.resolve_job_def("audit") is not None
     assert defs.resolve_job_def("train_tagger") is not None  # the audit + the tagger (not in the audit job)
 

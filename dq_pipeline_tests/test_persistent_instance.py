@@ -80,7 +80,7 @@ def test_every_sensor_requested_run_succeeds(deployment: Deployment):
         assert result.success, f"{name}: {_failure(result)}"
         checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
         assert checks == {"raw_examples_gate": True, "features_gate": True, "probabilities_gate": True,
-                          "nothing_lost": True}, name
+                          "nothing_lost": True, "regression": True}, name  # a first audit: no regression
         curated = next(m.step_materialization_data.materialization for m in result.get_asset_materialization_events()
                        if m.asset_key == dg.AssetKey("curated"))
         assert curated.metadata["review"].value == f"http://127.0.0.1:8765/datasets/{name}"  # the review app
@@ -108,7 +108,8 @@ def test_single_assets_of_one_partition_rerun_from_stored_outputs(deployment: De
     result = job.get_subset(asset_selection=set(selection)).execute_in_process(
         partition_key="mulan_emotions", instance=deployment.instance, raise_on_error=False)
     assert result.success, _failure(result)
-    assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {"nothing_lost": True}
+    assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {"nothing_lost": True,
+                                                                                       "regression": True}
     assert deployment.latest_runs().set_index("dataset").at["mulan_emotions", "run_id"] == result.run_id
 
 

@@ -333,7 +333,7 @@ def test_schema_v2_file_gains_reviews(tmp_path):
             con.execute("INSERT INTO schema_version VALUES (?, ?, current_timestamp::TIMESTAMP)",
                         [migration.version, migration.description])
         con.execute(store._LATEST_RUNS_SQL)
-        for name in store.TABLES[1:]:
+        for name in list(store.BASELINE_TABLES)[1:]:  # the v2 tables
             con.execute(store._LATEST_TABLE_SQL.format(name=name))
         con.execute("INSERT INTO audit_runs (run_id, dataset, finished_at, status, n_examples) VALUES "
                     "('r1', 'old', '2025-01-01', 'success', 2)")

@@ -344,12 +344,14 @@ def outliers(
 
     def compute() -> tuple[DetectorResult, dict[str, Any]]:
         result = find_outliers(features.X, n_neighbors=settings.outlier_neighbors, metric=features.metric,
+                               method=settings.outlier_method, z_threshold=settings.outlier_z_threshold,
                                iqr_factor=settings.outlier_iqr_factor)
         return result, detector_metadata("outliers", result, raw_examples, oof_probabilities)
 
     return _detector(context, settings, "outliers",
                      [features.fingerprint, raw_examples.fingerprint, oof_probabilities.fingerprint,
-                      settings.outlier_neighbors, settings.outlier_iqr_factor], compute)
+                      settings.outlier_neighbors, settings.outlier_iqr_factor, settings.outlier_method,
+                      settings.outlier_z_threshold], compute)
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP)
@@ -425,7 +427,14 @@ def curated(
         **counters,
         "config": settings.model_dump(),
     }
+    diff = _diff_with_previous(curated_store.path, manifest.name, tables, run, reviews)
     store.write_audit(curated_store.path, run, tables, progress=_progress(context, "DuckDB write", "rows"))
+    try:  # retention; the audit is written either way
+        pruned = store.prune_history(curated_store.path, manifest.name, settings.history_keep_audits)
+    except store.StoreError as exc:
+        context.log.warning(f"audit written; pruning older audits' detail failed (retried after the next "
+                            f"audit): {exc}")
+        pruned = []
     summary = {k: run[k] for k in ("dataset", "run_id", "n_input_rows", "n_examples", "n_quarantined",
                                    "n_label_issues", "n_ambiguous", "n_outliers", "n_near_duplicates",
                                    "health_score")}
@@ -437,8 +446,46 @@ def curated(
         "gates_rerun": len(gates),
         "class_summary": dg.MetadataValue.md(markdown_table(tables["class_summary"])),
         "top_confusions": dg.MetadataValue.md(markdown_table(tables["tag_confusions"])),
+        **_history_metadata(curated_store.path, manifest.name, diff, pruned),
     })
     return summary
+
+
+def _diff_with_previous(db_path: str, dataset: str, tables: dict[str, pd.DataFrame], run: dict[str, Any],
+                        reviews: pd.DataFrame) -> Any:
+    """Diff this audit against the previous successful one of ``dataset`` (:func:`dq_pipeline.history.diff_audits`):
+    adds ``examples.decided_action``, the tables ``audit_changes`` and ``example_changes`` and the audit_runs
+    counts (``previous_run_id``, n_new ... n_edited, open issues per type) to ``tables`` / ``run``."""
+    from dq_pipeline import history
+    from dq_pipeline.curate import valid_reviews
+
+    examples = tables["examples"]
+    decisions = valid_reviews(reviews, examples["example_id"].tolist(), examples["content_key"].tolist(),
+                              [list(t) for t in examples["given_labels"]])
+    examples["decided_action"] = [d["action"] if d else None for d in decisions]
+    try:
+        previous_run, previous_examples = history.read_previous(db_path, dataset)
+    except store.StoreError as exc:
+        raise dg.Failure(description=f"cannot read the previous audit of {dataset}: {exc}") from exc
+    diff = history.diff_audits(previous_examples, examples, (previous_run or {}).get("config"), run["config"])
+    previous_run_id = previous_run["run_id"] if previous_examples is not None else None
+    tables["audit_changes"] = diff.changes.assign(previous_run_id=previous_run_id)
+    tables["example_changes"] = diff.example_changes.assign(previous_run_id=previous_run_id)
+    run.update(diff.counts, previous_run_id=previous_run_id)
+    return diff
+
+
+def _history_metadata(db_path: str, dataset: str, diff: Any, pruned: list[str]) -> dict[str, Any]:
+    """``curated`` metadata of the audit history: the health trend plot, the diff counts and table."""
+    from dq_pipeline import history
+
+    trend = history.audit_history(db_path, dataset)
+    return {
+        **{k: diff.counts.get(k) for k in history.COUNT_COLUMNS},
+        "health_trend": dg.MetadataValue.md(history.health_trend_png(trend, f"{dataset}: health per audit")),
+        "latest_diff": dg.MetadataValue.md(history.diff_markdown(diff.counts, diff.changes)),
+        "audits_pruned_now": len(pruned),
+    }
 
 
 AUDIT_ASSETS = [raw_examples, features, oof_probabilities, label_issues, ambiguous_examples, outliers,

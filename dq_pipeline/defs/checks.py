@@ -153,4 +153,43 @@ def nothing_lost(context: dg.AssetCheckExecutionContext, curated: dict, curated_
     )
 
 
-AUDIT_CHECKS = [raw_examples_gate, features_gate_check, probabilities_gate_check, nothing_lost]
+@dg.asset_check(asset="curated", blocking=True, name="regression", partitions_def=dataset_partitions,
+                pool=DUCKDB_POOL)
+def regression_check(
+    context: dg.AssetCheckExecutionContext, curated: dict, curated_store: CuratedStore, settings: AuditSettings
+) -> Iterator[dg.AssetCheckResult]:
+    """Quality regression against the previous successful audit of the dataset: fails when the health
+    score falls by more than ``regression_max_health_drop`` or open issues rise by more than
+    ``regression_max_open_increase`` (relative, and at least ``regression_min_open_increase`` examples).
+    Severity WARN by default (the run succeeds); ERROR with ``regression_blocking`` (the run fails). Its
+    metadata lists the examples with new or reopened issues (audit_changes) that caused it."""
+    from dq_pipeline import history
+    from dq_pipeline.metadata import markdown_table
+
+    dataset, run_id = curated["dataset"], curated["run_id"]
+    current = history.read_run(curated_store.path, dataset, run_id)
+    if current is None:
+        raise dg.Failure(description=f"audit {run_id} of {dataset} is not in {curated_store.path}")
+    previous = history.read_run(curated_store.path, dataset, current.get("previous_run_id"))
+    changes = history.read_changes(curated_store.path, dataset, run_id)
+    outcome = history.regression(current, previous, changes, settings.regression_thresholds())
+    severity = dg.AssetCheckSeverity.ERROR if settings.regression_blocking else dg.AssetCheckSeverity.WARN
+    causes = outcome.causes
+    yield dg.AssetCheckResult(
+        passed=outcome.passed,
+        severity=severity,
+        description=outcome.description[:2000],
+        metadata={
+            **{k: v for k, v in outcome.metrics.items() if v is not None and not hasattr(v, "isoformat")},
+            "n_causing_examples": int(causes["example_id"].nunique()),
+            "causing_example_ids": dg.MetadataValue.json(sorted(causes["example_id"].unique().tolist())[:500]),
+            "causes": dg.MetadataValue.md(markdown_table(causes, max_rows=50)),
+        },
+    )
+    if not outcome.passed and settings.regression_blocking:
+        raise dg.Failure(description=f"regression: {outcome.description}",
+                         metadata={"causing_example_ids": dg.MetadataValue.json(
+                             sorted(causes["example_id"].unique().tolist())[:500])})
+
+
+AUDIT_CHECKS = [raw_examples_gate, features_gate_check, probabilities_gate_check, nothing_lost, regression_check]

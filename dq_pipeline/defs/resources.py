@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
@@ -14,6 +15,9 @@ from pydantic import Field
 from dq_pipeline import model, store
 from dq_pipeline.issues import ambiguous, duplicates, label_issues, outliers
 from dq_pipeline.result_cache import ResultCache
+
+if TYPE_CHECKING:
+    from dq_pipeline.history import RegressionThresholds
 
 
 class DatasetsResource(dg.ConfigurableResource):
@@ -70,7 +74,14 @@ class AuditSettings(dg.ConfigurableResource):
                                     description="Borderline band around each tag's threshold")
     outlier_neighbors: int = Field(default=outliers.DEFAULT_N_NEIGHBORS, description="k of the k-NN distance")
     outlier_iqr_factor: float = Field(default=outliers.DEFAULT_IQR_FACTOR,
-                                      description="Outlier fence: Q3 + factor * IQR of the k-NN distance")
+                                      description="Outlier fence of outlier_method 'iqr': Q3 + factor * IQR "
+                                                  "of the k-NN distance")
+    outlier_method: str = Field(default=outliers.DEFAULT_METHOD,
+                                description=f"Outlier flags, one of {list(outliers.METHODS)}: 'calibrated' = robust "
+                                            "log-normal fit of the k-NN distances, flag above outlier_z_threshold")
+    outlier_z_threshold: float = Field(default=outliers.DEFAULT_Z_THRESHOLD,
+                                       description="Calibrated outlier flags: robust standard deviations of the "
+                                                   "log k-NN distance above its median")
     duplicate_threshold: float = Field(default=duplicates.DEFAULT_THRESHOLD,
                                        description="Near-duplicate cosine distance (embeddings)")
     exclude_outliers: bool = Field(default=False, description="Curation: exclude flagged outliers")
@@ -80,6 +91,32 @@ class AuditSettings(dg.ConfigurableResource):
         default=0.0, description="Tagger: each tag's decision threshold is the lowest whose out-of-fold "
                                  "precision reaches this (a tag that never does keeps its F1-maximising one); "
                                  "0 = maximise each tag's F1")
+
+    history_keep_audits: int = Field(
+        default=10, ge=1,
+        description="Retention: keep the per-example rows (examples, predictions, tag_issues, ...) of the last N "
+                    "audits per dataset; older audits keep their audit_runs row, class_summary and tag_confusions")
+    regression_max_health_drop: float = Field(
+        default=0.02, ge=0,
+        description="Regression check: fail when the health score (0-1) falls by more than this since the "
+                    "previous audit")
+    regression_max_open_increase: float = Field(
+        default=0.25, ge=0,
+        description="Regression check: fail when open issues rise by more than this fraction of the previous "
+                    "count (and by more than regression_min_open_increase examples)")
+    regression_min_open_increase: int = Field(
+        default=5, ge=0, description="Regression check: open-issue rises up to this many examples never fail it")
+    regression_blocking: bool = Field(
+        default=False,
+        description="Regression check severity: False = WARN (the run succeeds, the check shows failed); True = "
+                    "ERROR (the run and `dq-pipeline audit` fail; the audit is still written, for inspection)")
+
+    def regression_thresholds(self) -> RegressionThresholds:
+        """The regression check's thresholds from these settings."""
+        from dq_pipeline.history import RegressionThresholds
+
+        return RegressionThresholds(self.regression_max_health_drop, self.regression_max_open_increase,
+                                    self.regression_min_open_increase)
 
     def result_cache(self) -> ResultCache | None:
         """Cache of stage results and gate verdicts under ``<cache_dir>/results`` (None when disabled)."""

@@ -4,6 +4,16 @@ The raw statistic is the mean distance to the ``n_neighbors`` nearest *other* ex
 (sklearn ``NearestNeighbors.kneighbors()`` without a query, which leaves each point out of its
 own neighbourhood). It works for every modality: pass embeddings with ``metric="cosine"``
 (text, image) or standardised tabular features with ``metric="euclidean"``.
+
+How many to flag is *calibrated* on the data (default ``method="calibrated"``): the bulk of the
+log distances is fitted by a normal "null" with robust estimates — centre = median, scale =
+``(q90 - median) / 1.2816`` (the upper tail's own spread, so a dataset whose distances are naturally
+right-skewed gets a wider null instead of more flags) — and examples more than ``z_threshold`` null
+standard deviations above the centre are flagged. A compact cloud gets few or no flags; junk far out in
+the tail is flagged however many examples there are. The flags are always the top of the ranking (the
+largest distances = the lowest scores). ``z_threshold`` and the tail quantile were chosen on the
+validation datasets of ``bench/bench_outliers.py`` (bundled MIML photos, GoEmotions sample, MULAN
+emotions/flags with planted junk) and reported on others (``bench/results/outliers.md``).
 """
 
 from __future__ import annotations
@@ -14,23 +24,36 @@ from dq_pipeline.issues.base import DetectorResult
 
 DEFAULT_N_NEIGHBORS: int = 10
 DEFAULT_METRIC: str = "cosine"
-#: ``None`` = flag with the Tukey "far out" fence (see :data:`DEFAULT_IQR_FACTOR`); a float in
-#: (0, 0.5] flags that fraction of examples with the largest k-NN distance instead.
+#: ``"calibrated"`` (robust log-normal null + a z threshold, see :func:`flag_by_null`) or ``"iqr"`` (the
+#: former default: Tukey fence ``Q3 + iqr_factor * IQR`` on the distance).
+DEFAULT_METHOD: str = "calibrated"
+METHODS: tuple[str, ...] = ("calibrated", "iqr")
+#: Flag examples this many robust standard deviations above the median log distance. Under the null
+#: 0.3% of examples exceed it; chosen on the validation datasets (see the module docstring).
+DEFAULT_Z_THRESHOLD: float = 2.75
+#: Quantile of the log distance that sets the null's scale: ``(q - median) / Phi^-1(q)``. Robust while
+#: fewer than ``1 - q`` = 10% of the examples are outliers (in practice a few %: see the bench).
+TAIL_QUANTILE: float = 0.90
+#: ``None`` = flag with ``method``; a float in (0, 0.5] flags that fraction of examples with the largest
+#: k-NN distance instead.
 DEFAULT_CONTAMINATION: float | None = None
-#: Fence ``Q3 + factor * IQR`` on the k-NN mean distance. 3.0 is Tukey's "far out" fence: it
-#: flags nothing on a compact cloud and adapts to the scale of any metric/modality.
+#: Fence ``Q3 + factor * IQR`` on the k-NN mean distance, used by ``method="iqr"`` only.
 DEFAULT_IQR_FACTOR: float = 3.0
+#: Robust normal scale from a median absolute deviation.
+_MAD_TO_SD: float = 1.4826
 
 
 def knn_mean_distance(X: np.ndarray, *, n_neighbors: int = DEFAULT_N_NEIGHBORS,
                       metric: str = DEFAULT_METRIC) -> np.ndarray:
     """Mean distance of each row of ``X`` (N, D) to its ``min(n_neighbors, N-1)`` nearest other rows.
 
-    Returns an (N,) float64 array; zeros when N < 2.
+    Computed in float64 (float32 input is converted). Returns an (N,) float64 array; zeros when N < 2.
     """
     from sklearn.neighbors import NearestNeighbors
 
-    X = np.asarray(X)
+    # float64: float32 embeddings would give float32 distances, whose ~1e-7 resolution makes hundreds of
+    # distinct examples tie on 50k texts
+    X = np.asarray(X, dtype=np.float64)
     n = X.shape[0]
     k = min(int(n_neighbors), n - 1)
     if k < 1:
@@ -40,13 +63,49 @@ def knn_mean_distance(X: np.ndarray, *, n_neighbors: int = DEFAULT_N_NEIGHBORS,
     return dist.mean(axis=1).astype(np.float64)
 
 
+def robust_log_null(values: np.ndarray, tail_quantile: float = TAIL_QUANTILE) -> tuple[np.ndarray, float, float]:
+    """Robust normal fit to ``log(values)`` (values >= 0, HIGH = more outlying).
+
+    Returns ``(z, center, scale)``: ``z`` (N,) = ``(log v - center) / scale``, ``center`` = median of the
+    logs, ``scale = (quantile(log v, tail_quantile) - center) / Phi^-1(tail_quantile)`` (falling back to
+    ``1.4826 * MAD``, then the standard deviation, when that is 0). Zeros are floored at half the smallest
+    positive value. When the values do not vary, every z is 0 and ``scale`` is ``inf``.
+    """
+    from scipy.stats import norm
+
+    v = np.asarray(values, dtype=np.float64)
+    pos = v[v > 0]
+    if v.size == 0 or pos.size == 0:
+        return np.zeros(v.size), 0.0, float("inf")
+    s = np.log(np.maximum(v, pos.min() / 2))
+    center = float(np.median(s))
+    scale = (float(np.quantile(s, tail_quantile)) - center) / float(norm.ppf(tail_quantile))
+    if not scale > 0:
+        scale = _MAD_TO_SD * float(np.median(np.abs(s - center)))
+    if not scale > 0:
+        scale = float(s.std())
+    if not scale > 0:
+        return np.zeros(v.size), center, float("inf")
+    return (s - center) / scale, center, scale
+
+
+def flag_by_null(values: np.ndarray, z_threshold: float = DEFAULT_Z_THRESHOLD) -> np.ndarray:
+    """Flags (N,) bool: ``values`` (N,) >= 0 (HIGH = more outlying) whose robust log-normal z
+    (:func:`robust_log_null`) exceeds ``z_threshold``. Monotone in ``values``: the flagged set is always the
+    largest values."""
+    z, _, _ = robust_log_null(values)
+    return z > z_threshold
+
+
 def find_outliers(
     X: np.ndarray,
     *,
     n_neighbors: int = DEFAULT_N_NEIGHBORS,
     metric: str = DEFAULT_METRIC,
+    method: str = DEFAULT_METHOD,
+    z_threshold: float = DEFAULT_Z_THRESHOLD,
     contamination: float | None = DEFAULT_CONTAMINATION,
-    iqr_factor: float = DEFAULT_IQR_FACTOR,
+    iqr_factor: float | None = None,
 ) -> DetectorResult:
     """Flag examples whose k-NN mean distance is unusually large.
 
@@ -58,28 +117,35 @@ def find_outliers(
         Neighbours averaged; reduced to N - 1 for tiny datasets (N < 2: nothing flagged).
     metric : str, default ``"cosine"``
         Any sklearn ``NearestNeighbors`` metric; ``"euclidean"`` for standardised tabular data.
+    method : ``"calibrated"`` (default) or ``"iqr"``
+        ``"calibrated"``: :func:`flag_by_null` on the distances (robust log-normal null, flag above
+        ``z_threshold``). ``"iqr"``: distances above ``Q3 + iqr_factor * IQR`` (the former default).
+    z_threshold : float, default 2.75
+        Calibrated threshold in robust null standard deviations of the log distance.
     contamination : float or None, default None
-        ``None``: flag distances above ``Q3 + iqr_factor * IQR`` (Tukey fence, no assumed
-        outlier rate). A float in (0, 0.5]: flag the ``ceil(contamination * N)`` largest
-        distances instead.
-    iqr_factor : float, default 3.0
-        Fence multiplier used when ``contamination`` is None.
+        A float in (0, 0.5] overrides ``method``: flag the ``ceil(contamination * N)`` largest distances.
+    iqr_factor : float or None
+        Fence multiplier of ``method="iqr"`` (None = 3.0); ignored by the calibrated method.
 
     Returns
     -------
     DetectorResult
         ``scores`` (N,) in [0, 1], **low = outlier**: ``exp(-d / median(d))`` with ``d`` the
         k-NN mean distance (the form cleanlab uses for its k-NN out-of-distribution score);
-        a typical example scores ``exp(-1) ~ 0.37``, an example at the nearest-neighbour
-        distance 0 scores 1. ``flags``: ``d`` above the distance threshold.
-        ``summary``: ``n_outliers``, ``rate``, ``threshold`` (distance), ``score_threshold``
-        (flags are ``scores < score_threshold``), ``method``, ``metric``, ``n_neighbors``
-        (effective), ``median_distance``.
+        continuous and strictly decreasing in ``d``, so only equal distances tie; a typical example
+        scores ``exp(-1) ~ 0.37``, an example at distance 0 scores 1. ``flags``: ``d`` above the distance
+        threshold, i.e. exactly the examples with ``scores < score_threshold`` — the top of the ranking.
+        ``summary``: ``n_outliers``, ``rate``, ``threshold`` (distance), ``score_threshold``, ``method``,
+        ``metric``, ``n_neighbors`` (effective), ``median_distance``; calibrated also ``z_threshold``,
+        ``null_center`` / ``null_scale`` (of log d) and ``expected_by_chance`` (examples the fitted null
+        alone puts above the threshold, ``N * (1 - Phi(z_threshold))``: compare with ``n_outliers``).
     """
     X = np.asarray(X)
     n = X.shape[0]
     d = knn_mean_distance(X, n_neighbors=n_neighbors, metric=metric)
     k_eff = max(0, min(int(n_neighbors), n - 1))
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
 
     positive = d[d > 0]
     scale = float(np.median(d)) if n else 0.0
@@ -87,21 +153,34 @@ def find_outliers(
         scale = float(np.median(positive)) if positive.size else 1.0
     scores = np.exp(-d / scale)
 
+    extra: dict = {}
     if n < 2:
         threshold = float("inf")
-        method = "none (fewer than 2 examples)"
-    elif contamination is None:
-        q1, q3 = np.percentile(d, [25, 75])
-        threshold = float(q3 + iqr_factor * (q3 - q1))
-        method = f"iqr (Q3 + {iqr_factor:g} * IQR)"
-    else:
+        label = "none (fewer than 2 examples)"
+    elif contamination is not None:
         if not 0 < contamination <= 0.5:
             raise ValueError("contamination must be in (0, 0.5] or None")
         n_flag = int(np.ceil(contamination * n))
         # the n_flag-th largest distance; ties at the boundary are all flagged
         threshold = float(np.partition(d, n - n_flag)[n - n_flag])
         threshold = float(np.nextafter(threshold, -np.inf))
-        method = f"contamination ({contamination:g})"
+        label = f"contamination ({contamination:g})"
+    elif method == "iqr":
+        factor = DEFAULT_IQR_FACTOR if iqr_factor is None else float(iqr_factor)
+        q1, q3 = np.percentile(d, [25, 75])
+        threshold = float(q3 + factor * (q3 - q1))
+        label = f"iqr (Q3 + {factor:g} * IQR)"
+    else:
+        from scipy.stats import norm
+
+        z, center, null_scale = robust_log_null(d)
+        flagged = z > z_threshold
+        # just below the smallest flagged distance (flags <=> d > threshold <=> score < score_threshold)
+        threshold = float(np.nextafter(float(d[flagged].min()), -np.inf)) if flagged.any() else float(d.max())
+        label = f"calibrated (robust log-normal null, z > {z_threshold:g})"
+        extra = {"z_threshold": float(z_threshold), "null_center": center,
+                 "null_scale": null_scale if np.isfinite(null_scale) else None,  # None: distances do not vary
+                 "expected_by_chance": float(n * norm.sf(z_threshold))}
     flags = d > threshold
 
     summary = {
@@ -109,9 +188,10 @@ def find_outliers(
         "rate": float(flags.mean()) if n else 0.0,
         "threshold": threshold,
         "score_threshold": float(np.exp(-threshold / scale)) if np.isfinite(threshold) else 0.0,
-        "method": method,
+        "method": label,
         "metric": metric,
         "n_neighbors": int(k_eff),
         "median_distance": float(np.median(d)) if n else 0.0,
+        **extra,
     }
     return DetectorResult(scores=scores, flags=flags, summary=summary, details=None)

@@ -282,7 +282,8 @@ class ReviewApp:
         limit = _int_param(request, "limit", 50, 1, MAX_LIMIT)
         offset = _int_param(request, "offset", 0, 0, 10**9)
         queue = await self.call(review.review_queue, dataset, limit=limit, offset=offset, **filters)
-        return self.render(request, "dataset.html", title=dataset, ds=overview, queue=queue, filters=filters,
+        hist = await self.call(review.dataset_history, dataset)
+        return self.render(request, "dataset.html", title=dataset, ds=overview, queue=queue, filters=filters, hist=hist,
                            limit=limit, offset=offset, qs=lambda **kw: _filter_query(filters, **kw),
                            notice=request.query_params.get("notice"))
 
@@ -362,6 +363,9 @@ class ReviewApp:
 
     async def api_dataset(self, request: Request) -> Response:
         return _JSON(await self.dataset_or_404(request.path_params["dataset"]))
+
+    async def api_history(self, request: Request) -> Response:
+        return _JSON(await self.call(review.dataset_history, request.path_params["dataset"]))
 
     async def api_queue(self, request: Request) -> Response:
         dataset = request.path_params["dataset"]
@@ -447,6 +451,7 @@ def create_app(db_path: str | os.PathLike, *, token: str | None = None,
         Route("/api/datasets", rv.api_datasets),
         Route("/api/datasets/{dataset}", rv.api_dataset),
         Route("/api/datasets/{dataset}/queue", rv.api_queue),
+        Route("/api/datasets/{dataset}/history", rv.api_history),
         Route("/api/datasets/{dataset}/examples/{example_id:path}", rv.api_example),
         Route("/api/datasets/{dataset}/reviews", rv.api_review, methods=["POST"]),
         Route("/api/datasets/{dataset}/accept-top", rv.api_accept_top, methods=["POST"]),

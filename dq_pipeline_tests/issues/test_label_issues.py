@@ -167,21 +167,3 @@ def test_losing_variants_live_in_bench(emotions_xy):
     a = variant_label_issues(Y, P, method="confident_learning")
     np.testing.assert_array_equal(a.scores, li.self_confidence(Y, P).min(axis=1))
     assert not hasattr(li, "pool_scores") and not hasattr(li, "evidence_probabilities")
-
-
-def test_the_error_rate_is_the_weight_of_the_error_component():
-    """Scores drawn as a known mixture (clean: log(-score + 0.01) normal; errors: like the planted scores)
-    give back the error share within 4 points at 5% and 20%, inside the bootstrap interval; the previous
-    G(t) / F1(t) estimate (bench) over-reads once clean scores reach into the planted tail."""
-    from bench.label_variants import planted_quantile_rate
-
-    rng = np.random.default_rng(3)
-    planted = -(np.exp(rng.normal(1.0, 0.6, 3000)) - 0.01)
-    for share in (0.05, 0.2):
-        n_err = int(share * 2000)
-        clean = -(np.exp(rng.normal(-0.3, 0.9, 2000 - n_err)) - 0.01)
-        observed = np.concatenate([clean, rng.choice(planted, n_err)])
-        rate, (lo, hi) = li.estimate_error_rate(observed, planted, seed=0)
-        assert abs(rate - share) < 0.04 and lo <= share <= hi
-        assert planted_quantile_rate(observed, planted)[0] > rate  # 0.13 at 5%, 0.25 at 20%
-    assert li.estimate_error_rate(np.array([-1.0]), planted) == (0.0, (0.0, 0.0))

@@ -23,10 +23,14 @@ def test_planted_outliers_score_lowest_and_only_they_are_flagged() -> None:
     X, planted = _cloud_with_planted()
     r = find_outliers(X, metric="euclidean")
     assert set(np.argsort(r.scores)[:2]) == set(planted)
-    assert np.flatnonzero(r.flags).tolist() == planted  # IQR fence: no false alarms on a Gaussian
+    assert np.flatnonzero(r.flags).tolist() == planted  # calibrated: no false alarms on a Gaussian
     assert r.summary["n_outliers"] == 2
     assert r.summary["n_neighbors"] == 10 and r.summary["metric"] == "euclidean"
-    assert r.summary["method"].startswith("iqr")
+    assert r.summary["method"].startswith("calibrated")
+    # the former Tukey fence is still available and agrees on this easy cloud
+    old = find_outliers(X, metric="euclidean", method="iqr")
+    assert old.summary["method"].startswith("iqr") and np.flatnonzero(old.flags).tolist() == planted
+    np.testing.assert_array_equal(old.scores, r.scores)  # same score, only the flag rule differs
     # score/threshold consistency: flagged exactly where score < score_threshold
     assert ((r.scores < r.summary["score_threshold"]) == r.flags).all()
     # a typical example scores about exp(-1)
