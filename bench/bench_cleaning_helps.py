@@ -79,19 +79,10 @@ def split(Y: np.ndarray, seed: int, test_size: float = 0.3) -> tuple[np.ndarray,
 
 
 def _code_version() -> str:
-    """Git commit of the checkout (dirty = uncommitted code, results files aside) and the detector's last commit."""
-    import subprocess
+    """Git commit of the checkout and the detector's last commit (bench_quality's helper)."""
+    from bench.bench_quality import _code_version as version
 
-    def git(*a: str) -> str:
-        try:
-            return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True, timeout=10).stdout.strip()
-        except Exception:  # noqa: BLE001 - no git: the report says so
-            return ""
-
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = " (with uncommitted changes)" if git("status", "--porcelain", "--", "dq_pipeline", "bench/*.py") else ""
-    det = git("log", "-1", "--format=%h %s", "--", "dq_pipeline/issues/label_issues.py")[:90] or "unknown"
-    return f"commit {head}{dirty}; detector = `dq_pipeline/issues/label_issues.py` as of {det}"
+    return version("detector")
 
 
 def _source_digest() -> str:

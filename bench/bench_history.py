@@ -53,28 +53,10 @@ def _machine() -> str:
 # --------------------------------------------------------------------------------------- reaudit
 
 def _audit(folder: Path, cache_dir: Path, db: str) -> tuple[float, dict[str, float], str]:
-    import dagster as dg
+    """(seconds, seconds per step, run id) of one in-process audit (bench_reaudit's helper)."""
+    from bench.bench_reaudit import timed_audit
 
-    from dq_pipeline.defs.resources import AuditSettings
-    from dq_pipeline.defs.runner import run_audit
-
-    instance = dg.DagsterInstance.ephemeral()
-    t0 = time.perf_counter()
-    outcome = run_audit(folder, db_path=db, settings=AuditSettings(cache_dir=str(cache_dir)), instance=instance,
-                        log_level="WARNING", in_memory=True)
-    total = time.perf_counter() - t0
-    if not outcome.success:
-        raise RuntimeError(outcome.reason())
-    started, steps = {}, {}
-    for record in instance.get_records_for_run(outcome.run_id).records:
-        event = record.event_log_entry.dagster_event
-        if event is None:
-            continue
-        if event.event_type == dg.DagsterEventType.STEP_START:
-            started[event.step_key] = record.timestamp
-        elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
-            steps[event.step_key] = record.timestamp - started[event.step_key]
-    return total, steps, outcome.run_id
+    return timed_audit(folder, cache_dir, db)
 
 
 def _cached_vectors(cache_dir: Path) -> int:

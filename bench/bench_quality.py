@@ -394,7 +394,7 @@ def verdict(df: pd.DataFrame, methods: list[str]) -> tuple[str, pd.DataFrame]:
     return text, numbers
 
 
-def _code_version() -> str:
+def _code_version(detector_label: str = "ours-default") -> str:
     """Git commit of the checkout and the last commit that touched the detector (or 'unknown')."""
     import subprocess
 
@@ -407,7 +407,7 @@ def _code_version() -> str:
     head = git("rev-parse", "--short", "HEAD") or "unknown"
     dirty = " (with uncommitted code changes)" if git("status", "--porcelain", "--", "dq_pipeline", "bench/*.py") else ""
     det = git("log", "-1", "--format=%h %s", "--", "dq_pipeline/issues/label_issues.py")[:90] or "unknown"
-    return f"commit {head}{dirty}; ours-default = `dq_pipeline/issues/label_issues.py` as of {det}"
+    return f"commit {head}{dirty}; {detector_label} = `dq_pipeline/issues/label_issues.py` as of {det}"
 
 
 def _skipped_lines(skipped: pd.DataFrame) -> list[str]:

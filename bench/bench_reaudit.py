@@ -38,6 +38,12 @@ STAGES = ["features", "oof_probabilities", "label_issues", "curated"]
 
 def audit_in_process(folder: Path, cache_dir: str, db: str) -> tuple[float, dict[str, float]]:
     """(whole audit seconds, seconds per step from the run's own events) of one audit."""
+    total, steps, _ = timed_audit(folder, cache_dir, db)
+    return total, steps
+
+
+def timed_audit(folder: Path, cache_dir: str | Path, db: str) -> tuple[float, dict[str, float], str]:
+    """(whole audit seconds, seconds per step from the run's own events, run id) of one in-process audit."""
     import dagster as dg
 
     from dq_pipeline.defs.resources import AuditSettings
@@ -45,7 +51,7 @@ def audit_in_process(folder: Path, cache_dir: str, db: str) -> tuple[float, dict
 
     instance = dg.DagsterInstance.ephemeral()
     t0 = time.perf_counter()
-    outcome = run_audit(folder, db_path=db, settings=AuditSettings(cache_dir=cache_dir), instance=instance,
+    outcome = run_audit(folder, db_path=db, settings=AuditSettings(cache_dir=str(cache_dir)), instance=instance,
                         log_level="WARNING", in_memory=True)
     total = time.perf_counter() - t0
     if not outcome.success:
@@ -60,7 +66,7 @@ def audit_in_process(folder: Path, cache_dir: str, db: str) -> tuple[float, dict
             started[event.step_key] = record.timestamp
         elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
             steps[event.step_key] = record.timestamp - started[event.step_key]
-    return total, steps
+    return total, steps, outcome.run_id
 
 
 def audit_fresh_process(folder: Path, cache_dir: str, db: str) -> float:
