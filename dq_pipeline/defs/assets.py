@@ -284,7 +284,8 @@ def label_issues(
     p = oof_probabilities
 
     def compute() -> tuple[DetectorResult, dict[str, Any]]:
-        result = find_label_issues(p.Y, p.P, features=features.X, method=settings.label_method, seed=settings.seed)
+        result = find_label_issues(p.Y, p.P, features=features.X, method=settings.label_method, seed=settings.seed,
+                                   progress=_progress(context, "second-stage fits", "fits"))
         return result, {**detector_metadata("label_issues", result, raw_examples, p),
                         **label_rules_metadata(result, p)}
 
@@ -345,7 +346,8 @@ def outliers(
     def compute() -> tuple[DetectorResult, dict[str, Any]]:
         result = find_outliers(features.X, n_neighbors=settings.outlier_neighbors, metric=features.metric,
                                method=settings.outlier_method, z_threshold=settings.outlier_z_threshold,
-                               iqr_factor=settings.outlier_iqr_factor)
+                               iqr_factor=settings.outlier_iqr_factor,
+                               progress=_progress(context, "neighbour search", "rows"))
         return result, detector_metadata("outliers", result, raw_examples, oof_probabilities)
 
     return _detector(context, settings, "outliers",

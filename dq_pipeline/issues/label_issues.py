@@ -41,6 +41,7 @@ From given tags Y (N, K), out-of-fold probabilities P (N, K) and the features X 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,13 +146,15 @@ class StackedModel:
 
 
 def fit_stacked(Y: np.ndarray, P: np.ndarray, extra: np.ndarray | None = None, use_other_tags: bool = True,
-                n_folds: int = DEFAULT_STACK_FOLDS, seed: int = 0) -> StackedModel:
+                n_folds: int = DEFAULT_STACK_FOLDS, seed: int = 0,
+                progress: Callable[[int, int], None] | None = None) -> StackedModel:
     """Fit the second stage: for each tag k and fold, a logistic regression of the given tag on the
     standardised logits of P (N, K), ``extra`` (N, E) and (``use_other_tags``) the other given tags, fitted
     on the other folds (seeded ``KFold``). A tag constant within a training fold gets that fold's state.
 
     The K x folds small fits run with BLAS limited to one thread: with several threads they collapse under
-    contention (issue 11: 10k rows, 2.4 s with one thread, 23-34 s with two).
+    contention (issue 11: 10k rows, 2.4 s with one thread, 23-34 s with two). ``progress(done, total)``
+    is called after each of the K x folds fits.
     """
     import warnings
 
@@ -186,13 +189,15 @@ def fit_stacked(Y: np.ndarray, P: np.ndarray, extra: np.ndarray | None = None, u
                 y = Y[train, k]
                 if y.min() == y.max():
                     base[test, k] = _logit(np.array([float(y[0])]))[0]
-                    continue
-                model = LogisticRegression(solver="newton-cholesky", max_iter=100)
-                model.fit(F[train], y)
-                coef = model.coef_[0]
-                base[test, k] = base_X[test] @ coef[:n_base] + model.intercept_[0]
-                if use_other_tags:
-                    W[f, k, others] = coef[n_base:]
+                else:
+                    model = LogisticRegression(solver="newton-cholesky", max_iter=100)
+                    model.fit(F[train], y)
+                    coef = model.coef_[0]
+                    base[test, k] = base_X[test] @ coef[:n_base] + model.intercept_[0]
+                    if use_other_tags:
+                        W[f, k, others] = coef[n_base:]
+                if progress is not None:
+                    progress(k * len(splits) + f + 1, K * len(splits))
     return StackedModel(base, W, fold)
 
 
@@ -418,6 +423,7 @@ def find_label_issues(
     method: str = DEFAULT_METHOD,
     rules: Any = None,
     seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> DetectorResult:
     """Detect label issues from given tags Y (N, K) 0/1, out-of-fold probabilities P (N, K) and the
     features X (N, D) behind P (see the module doc).
@@ -428,7 +434,8 @@ def find_label_issues(
     score), ``summary`` with ``expected_error_rate`` and its ``expected_error_rate_interval`` [lo, hi],
     ``label_rules`` (:meth:`dq_pipeline.rules.LabelRules.to_dict`) and counts. ``rules``: a
     :class:`~dq_pipeline.rules.LabelRules` (default: learned from Y). ``features=None``: no kNN evidence.
-    ``method='cleanlab'``: cleanlab 2.9's defaults exactly (no rules, no estimate).
+    ``method='cleanlab'``: cleanlab 2.9's defaults exactly (no rules, no estimate). ``progress(done, total)``:
+    called as the second-stage fits (the long part) go (:func:`fit_stacked`).
     """
     from dq_pipeline.rules import learn_label_rules, violation_counts
 
@@ -450,7 +457,7 @@ def find_label_issues(
         P_knn = (1.0 - DEFAULT_KNN_WEIGHT) * P + DEFAULT_KNN_WEIGHT * votes
     else:
         votes, P_knn = None, P
-    model = fit_stacked(Y, P, extra=votes, seed=seed)
+    model = fit_stacked(Y, P, extra=votes, seed=seed, progress=progress)
     scorer = _Scorer(model, P_knn, rules)
     P_cooc = model.probabilities(Y)
     log_score = scorer(Y)

@@ -18,11 +18,15 @@ emotions/flags with planted junk) and reported on others (``bench/results/outlie
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from dq_pipeline.issues.base import DetectorResult
 
 DEFAULT_N_NEIGHBORS: int = 10
+#: Rows per neighbour search when progress is reported (:func:`knn_mean_distance`).
+PROGRESS_BLOCK: int = 4096
 DEFAULT_METRIC: str = "cosine"
 #: ``"calibrated"`` (robust log-normal null + a z threshold, see :func:`flag_by_null`) or ``"iqr"`` (the
 #: former default: Tukey fence ``Q3 + iqr_factor * IQR`` on the distance).
@@ -44,10 +48,13 @@ _MAD_TO_SD: float = 1.4826
 
 
 def knn_mean_distance(X: np.ndarray, *, n_neighbors: int = DEFAULT_N_NEIGHBORS,
-                      metric: str = DEFAULT_METRIC) -> np.ndarray:
+                      metric: str = DEFAULT_METRIC,
+                      progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Mean distance of each row of ``X`` (N, D) to its ``min(n_neighbors, N-1)`` nearest other rows.
 
     Computed in float64 (float32 input is converted). Returns an (N,) float64 array; zeros when N < 2.
+    ``progress(done, total)``: rows searched so far (the search then runs in blocks of :data:`PROGRESS_BLOCK`
+    rows; the distances are the same).
     """
     from sklearn.neighbors import NearestNeighbors
 
@@ -58,9 +65,23 @@ def knn_mean_distance(X: np.ndarray, *, n_neighbors: int = DEFAULT_N_NEIGHBORS,
     k = min(int(n_neighbors), n - 1)
     if k < 1:
         return np.zeros(n)
-    nn = NearestNeighbors(n_neighbors=k, metric=metric).fit(X.reshape(n, -1))
-    dist, _ = nn.kneighbors()  # no query: each point is excluded from its own neighbours
-    return dist.mean(axis=1).astype(np.float64)
+    X = X.reshape(n, -1)
+    nn = NearestNeighbors(n_neighbors=k, metric=metric).fit(X)
+    if progress is None:
+        dist, _ = nn.kneighbors()  # no query: each point is excluded from its own neighbours
+        return dist.mean(axis=1).astype(np.float64)
+    out = np.empty(n, dtype=np.float64)
+    for start in range(0, n, PROGRESS_BLOCK):
+        rows = np.arange(start, min(start + PROGRESS_BLOCK, n))
+        dist, idx = nn.kneighbors(X[rows], n_neighbors=k + 1)
+        # drop the row itself (or, where more than k + 1 rows coincide, one of its zero-distance twins)
+        own = idx == rows[:, None]
+        drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
+        keep = np.ones_like(own)
+        keep[np.arange(len(rows)), drop] = False
+        out[rows] = dist[keep].reshape(len(rows), k).mean(axis=1)
+        progress(int(rows[-1]) + 1, n)
+    return out
 
 
 def robust_log_null(values: np.ndarray, tail_quantile: float = TAIL_QUANTILE) -> tuple[np.ndarray, float, float]:
@@ -106,6 +127,7 @@ def find_outliers(
     z_threshold: float = DEFAULT_Z_THRESHOLD,
     contamination: float | None = DEFAULT_CONTAMINATION,
     iqr_factor: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> DetectorResult:
     """Flag examples whose k-NN mean distance is unusually large.
 
@@ -126,6 +148,8 @@ def find_outliers(
         A float in (0, 0.5] overrides ``method``: flag the ``ceil(contamination * N)`` largest distances.
     iqr_factor : float or None
         Fence multiplier of ``method="iqr"`` (None = 3.0); ignored by the calibrated method.
+    progress : callable or None
+        ``progress(done, total)`` as the neighbour search goes (rows searched).
 
     Returns
     -------
@@ -142,7 +166,7 @@ def find_outliers(
     """
     X = np.asarray(X)
     n = X.shape[0]
-    d = knn_mean_distance(X, n_neighbors=n_neighbors, metric=metric)
+    d = knn_mean_distance(X, n_neighbors=n_neighbors, metric=metric, progress=progress)
     k_eff = max(0, min(int(n_neighbors), n - 1))
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")

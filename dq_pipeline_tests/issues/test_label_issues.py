@@ -167,3 +167,21 @@ def test_losing_variants_live_in_bench(emotions_xy):
     a = variant_label_issues(Y, P, method="confident_learning")
     np.testing.assert_array_equal(a.scores, li.self_confidence(Y, P).min(axis=1))
     assert not hasattr(li, "pool_scores") and not hasattr(li, "evidence_probabilities")
+
+
+def test_progress_counts_every_second_stage_fit_and_changes_nothing(emotions_xy):
+    """Progress is reported per second-stage fit (K tags x 5 folds), ends at the total, and the result is
+    the same as without it."""
+    from dq_pipeline.model import out_of_fold_probabilities
+
+    X, Y = emotions_xy
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    P = out_of_fold_probabilities(X, Y).probabilities
+    calls: list[tuple[int, int]] = []
+    with_progress = li.find_label_issues(Y, P, features=X, seed=0, progress=lambda d, t: calls.append((d, t)))
+    plain = li.find_label_issues(Y, P, features=X, seed=0)
+    total = Y.shape[1] * li.DEFAULT_STACK_FOLDS
+    assert calls[-1] == (total, total) and {t for _, t in calls} == {total}
+    assert [d for d, _ in calls] == list(range(1, total + 1))
+    np.testing.assert_array_equal(with_progress.scores, plain.scores)
+    np.testing.assert_array_equal(with_progress.flags, plain.flags)

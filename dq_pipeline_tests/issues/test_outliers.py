@@ -92,3 +92,21 @@ def test_real_tabular_data_flags_a_small_fraction() -> None:
     # flagged examples really are farther from their neighbours than the rest
     d = knn_mean_distance(X, metric="euclidean")
     assert d[r.flags].min() > d[~r.flags].max()
+
+
+def test_progress_searches_in_blocks_with_the_same_distances(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a progress callback the neighbour search runs in blocks (reported as rows done / total) and gives
+    the same distances, exact duplicates (more than k + 1 identical rows) included."""
+    import dq_pipeline.issues.outliers as outliers
+
+    rng = np.random.default_rng(3)
+    X = np.vstack([rng.normal(size=(230, 8)), np.repeat(rng.normal(size=(1, 8)), 14, axis=0)])
+    monkeypatch.setattr(outliers, "PROGRESS_BLOCK", 50)
+    calls: list[tuple[int, int]] = []
+    for metric in ("euclidean", "cosine"):
+        calls.clear()
+        blocked = knn_mean_distance(X, n_neighbors=10, metric=metric, progress=lambda d, t: calls.append((d, t)))
+        np.testing.assert_allclose(blocked, knn_mean_distance(X, n_neighbors=10, metric=metric), rtol=0, atol=1e-12)
+        assert calls == [(50, 244), (100, 244), (150, 244), (200, 244), (244, 244)]
+    result = find_outliers(X, progress=lambda d, t: None)
+    np.testing.assert_array_equal(result.flags, find_outliers(X).flags)
