@@ -1,28 +1,31 @@
 """The review app as a person meets it: Playwright driving Debian's chromium against a real
 `dq-pipeline review` server over a real DuckDB file from real audits (MIML photos and GoEmotions texts
 subsets). Review three examples with the keyboard, reload and see them stored, accept the top K, export
-the corrected file, re-audit and find the decisions kept. Screenshots land in docs/review/.
+the corrected file, re-audit and find the decisions kept. Screenshots land in $DQ_SCREENSHOT_DIR (the
+README's, docs/review/, are retaken with ``DQ_SCREENSHOT_DIR=docs/review``), else in a temporary folder, so
+that a test run leaves the checkout unchanged.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from dq_pipeline_tests.conftest import REPO
 from dq_pipeline_tests.test_review_app import SCRIPT_TEXT, ReviewServer, audit, build_subsets
 
 BIN = Path(sys.executable).parent
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-SHOTS = REPO / "docs" / "review"
+SHOTS = Path(os.environ.get("DQ_SCREENSHOT_DIR") or Path(tempfile.gettempdir()) / "dq_review_shots")
 
 
 @pytest.fixture(scope="module")
