@@ -250,3 +250,160 @@ def mixture_rate_candidate(Y: np.ndarray, P: np.ndarray, features: np.ndarray | 
         return li.find_label_issues(Y, P, features=features, seed=seed)
     finally:
         li.estimate_error_rate = shipped
+
+
+# --- issue 11: the default detector as it was before the speed work (for
+# ``bench_quality.py --candidate before=bench.label_variants:issue10_default``). Copied verbatim from
+# dq_pipeline/issues/label_issues.py at 4c35713: the second stage fitted on every training row of each fold, the
+# bootstrap sorting each resample, suggestions in a loop over flagged rows.
+
+def issue10_fit_stacked(Y: np.ndarray, P: np.ndarray, extra: np.ndarray | None = None, use_other_tags: bool = True,
+                        n_folds: int = 5, seed: int = 0):
+    """The second stage before issue 11: per tag and fold a LogisticRegression on all the fold's training rows."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import KFold
+    from threadpoolctl import threadpool_limits
+
+    from dq_pipeline.issues.label_issues import StackedModel, _logit
+
+    Y = np.asarray(Y, dtype=bool)
+    N, K = Y.shape
+    n_f = max(1, min(n_folds, N))
+    fold = np.zeros(N, dtype=np.int64)
+    W = np.zeros((n_f, K, K), dtype=np.float64)
+    base = np.zeros((N, K), dtype=np.float64)
+    if N == 0 or K == 0:
+        return StackedModel(base, W, fold)
+    L = _logit(P)
+    L = (L - L.mean(axis=0)) / np.maximum(L.std(axis=0), 1e-9)
+    base_X = L if extra is None else np.hstack([L, np.asarray(extra, dtype=np.float64)])
+    Yf = Y.astype(np.float64)
+    if N < 2:
+        return StackedModel(_logit(Yf), W, fold)
+    splits = list(KFold(n_f, shuffle=True, random_state=seed).split(L))
+    for f, (_, test) in enumerate(splits):
+        fold[test] = f
+    n_base = base_X.shape[1]
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for k in range(K):
+            others = np.delete(np.arange(K), k)
+            F = np.hstack([base_X, Yf[:, others]]) if use_other_tags else base_X
+            for f, (train, test) in enumerate(splits):
+                y = Y[train, k]
+                if y.min() == y.max():
+                    base[test, k] = _logit(np.array([float(y[0])]))[0]
+                else:
+                    model = LogisticRegression(solver="newton-cholesky", max_iter=100)
+                    model.fit(F[train], y)
+                    coef = model.coef_[0]
+                    base[test, k] = base_X[test] @ coef[:n_base] + model.intercept_[0]
+                    if use_other_tags:
+                        W[f, k, others] = coef[n_base:]
+    return StackedModel(base, W, fold)
+
+
+def issue10_estimate_error_rate(observed: np.ndarray, planted: np.ndarray, seed: int = 0,
+                                n_bootstrap: int = 200) -> tuple[float, tuple[float, float]]:
+    """The estimate before issue 11 (each bootstrap resample sorted)."""
+    from dq_pipeline.issues.label_issues import ESTIMATE_QUANTILE, INTERVAL
+
+    observed = np.asarray(observed, dtype=np.float64)
+    planted = np.asarray(planted, dtype=np.float64)
+    if len(observed) == 0 or len(planted) == 0:
+        return 0.0, (0.0, 0.0)
+
+    def rate(obs: np.ndarray, pl: np.ndarray) -> float:
+        t = np.quantile(pl, ESTIMATE_QUANTILE)
+        f1 = np.searchsorted(np.sort(pl), t, side="right") / len(pl)
+        g = np.searchsorted(np.sort(obs), t, side="right") / len(obs)
+        return float(np.clip(g / max(f1, 1e-12), 0.0, 1.0))
+
+    point = rate(observed, planted)
+    rng = np.random.default_rng(seed)
+    boots = [rate(observed[rng.integers(0, len(observed), len(observed))],
+                  planted[rng.integers(0, len(planted), len(planted))]) for _ in range(n_bootstrap)]
+    lo, hi = np.quantile(boots, INTERVAL) if boots else (point, point)
+    return point, (float(min(lo, point)), float(max(hi, point)))
+
+
+def issue10_suggest(Y: np.ndarray, rows: np.ndarray, model, P_knn: np.ndarray, rules, P_tags: np.ndarray,
+                    edit_cost: float = 1.0) -> np.ndarray:
+    """Suggestions before issue 11: a Python loop over the flagged rows (the reference the vectorised
+    :func:`dq_pipeline.issues.label_issues.suggest` is tested against)."""
+    from dq_pipeline.issues.label_issues import _candidates, _soft_log, self_confidence
+    from dq_pipeline.rules import repair, violation_counts
+
+    Y = np.asarray(Y, dtype=bool)
+    S = Y.copy()
+    group_of = rules.group_of() if rules is not None else np.full(Y.shape[1], -1)
+    has_rules = rules is not None and rules.n_rules > 0
+    for i in np.asarray(rows, dtype=np.int64):
+        y = Y[i]
+        cand = _candidates(y, group_of)
+        violating = has_rules and bool(violation_counts(rules, y[None, :])[0])
+        if violating:
+            cand = np.vstack([cand, repair(rules, y, P_tags[i])[None, :]])
+        if has_rules:
+            cand = cand[violation_counts(rules, cand) == 0]
+        if not violating:
+            cand = np.vstack([y[None, :], cand])
+        if len(cand) == 0:
+            continue
+        at = np.full(len(cand), i)
+        objective = 0.5 * (_soft_log(self_confidence(cand, model.probabilities(cand, at))).sum(axis=1)
+                           + _soft_log(self_confidence(cand, P_knn[at])).sum(axis=1))
+        objective -= edit_cost * (cand != y).any(axis=1)
+        S[i] = cand[int(np.argmax(objective))]
+    return S
+
+
+def issue10_default(Y: np.ndarray, P: np.ndarray, features: np.ndarray | None = None, seed: int = 0) -> DetectorResult:
+    """The default ``find_label_issues`` before issue 11 (same evidence, score, estimate, flags, suggestions and
+    summary; the slow full-data second stage, sorted bootstrap and suggestion loop)."""
+    from dq_pipeline.issues.label_issues import (
+        _Scorer,
+        knn_tag_votes,
+        plant_errors,
+        quality_root,
+        readable_quality,
+        tag_issue_rows,
+    )
+    from dq_pipeline.rules import learn_label_rules, violation_counts
+
+    Y = np.asarray(Y).astype(bool)
+    P = np.asarray(P, dtype=np.float64)
+    N, K = Y.shape
+    rules = learn_label_rules(Y)
+    if features is not None and N > 1:
+        votes = knn_tag_votes(features, Y)
+        P_knn = (1.0 - DEFAULT_KNN_WEIGHT) * P + DEFAULT_KNN_WEIGHT * votes
+    else:
+        votes, P_knn = None, P
+    model = issue10_fit_stacked(Y, P, extra=votes, seed=seed)
+    scorer = _Scorer(model, P_knn, rules)
+    P_cooc = model.probabilities(Y)
+    log_score = scorer(Y)
+    violating = violation_counts(rules, Y) > 0 if rules.n_rules else np.zeros(N, dtype=bool)
+    Y_planted, planted = plant_errors(Y, rules, seed=seed)
+    ok = planted & ~violating
+    planted_score = scorer(Y_planted[ok], np.flatnonzero(ok))
+    rate, (lo, hi) = issue10_estimate_error_rate(log_score[~violating], planted_score, seed=seed)
+    n_clean_side = int((~violating).sum())
+    n_rank = int(round(rate * n_clean_side)) + int(violating.sum())
+    order = np.lexsort((np.arange(N), log_score))
+    flags = np.zeros(N, dtype=bool)
+    flags[order[: min(n_rank, N)]] = True
+    flags |= violating
+    S = issue10_suggest(Y, np.flatnonzero(flags), model, P_knn, rules, 0.5 * (P_cooc + P_knn))
+    details = tag_issue_rows(Y, P_cooc, S != Y)
+    n_viol = int(violating.sum())
+    expected = (n_viol + rate * n_clean_side) / N if N else 0.0
+    summary = {"method": "issue10_default", "n_label_issues": int(flags.sum()), "n_tag_issues": int(len(details)),
+               "expected_error_rate": float(expected),
+               "expected_error_rate_interval": [(n_viol + lo * n_clean_side) / N, (n_viol + hi * n_clean_side) / N],
+               "n_rule_violations": n_viol}
+    return DetectorResult(scores=readable_quality(log_score, quality_root(K)), flags=flags, summary=summary,
+                          details=details)
