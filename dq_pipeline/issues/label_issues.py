@@ -55,6 +55,14 @@ METHODS = ("ensemble", "cleanlab")
 DEFAULT_N_NEIGHBORS = 15
 DEFAULT_KNN_WEIGHT = 0.5
 DEFAULT_STACK_FOLDS = 5
+#: Training rows per second-stage fit (:func:`fit_stacked`): above it each fit sees a stratified, weighted
+#: subsample (bench/results/label_speed.md); at or below, all rows (the results are the full fit's).
+STACK_MAX_ROWS = 4000
+#: Newton solver of the second stage above :data:`STACK_MAX_ROWS`: stop at max |gradient| / rows below this,
+#: or after this many steps; the Hessian of each tag is re-estimated after this many steps.
+NEWTON_TOL = 1e-4
+NEWTON_MAX_ITER = 50
+NEWTON_HESSIAN_EVERY = 4
 TAG_ISSUE_COLUMNS = ["example_index", "tag_index", "given", "probability", "kind", "score"]
 #: Label quality = ``exp(log_joint / QUALITY_ROOT)``: the joint score's square root. On the bundled GoEmotions
 #: sample the 15 worst then read 0.0073-0.015, distinct at 3 significant digits (the 4th root packed them
@@ -80,6 +88,8 @@ SWAP_TEMPERATURE = 0.1
 #: 0.252 / 0.826; the stacked evidence alone 0.239 / 0.827; cost 2.0: 0.254 / 0.856; a cost per changed tag
 #: (a swap = 2): 0.271 / 0.844 but 0.266 instead of 0.301 on one-of-N group swaps.
 SUGGEST_EDIT_COST = 1.0
+#: Candidate tag sets scored at a time by :func:`suggest` (memory O(this x K)).
+SUGGEST_BATCH_CANDIDATES = 1 << 17
 
 
 def self_confidence(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
@@ -105,6 +115,26 @@ def knn_tag_votes(features: np.ndarray, Y: np.ndarray, n_neighbors: int = DEFAUL
     nn = NearestNeighbors(n_neighbors=k, metric="cosine").fit(np.asarray(features, dtype=np.float64))
     idx = nn.kneighbors(return_distance=False)  # X=None: each point's neighbours without itself
     return Y[idx].mean(axis=1)
+
+
+def neighbour_votes(Y: np.ndarray, neighbours: np.ndarray, n_neighbors: int = DEFAULT_N_NEIGHBORS) -> np.ndarray:
+    """(N, K) fraction of each example's first ``n_neighbors`` neighbours (columns of ``neighbours`` (N, k) int,
+    nearest first, the example itself excluded) carrying each tag of Y (N, K); summed one neighbour column at a
+    time (memory O(N K), no (N, k, K) array)."""
+    Y = np.asarray(Y)
+    idx = np.asarray(neighbours)
+    if idx.ndim != 2 or len(idx) != len(Y) or idx.shape[1] < 1:
+        raise ValueError(f"neighbours must be ({len(Y)}, k >= 1) row indices, one row per example; got shape "
+                         f"{idx.shape}")
+    if not np.issubdtype(idx.dtype, np.integer) or (idx.size and (idx.min() < 0 or idx.max() >= len(Y))):
+        raise ValueError(f"neighbours must be integer row indices in [0, {len(Y)}); got dtype {idx.dtype}, range "
+                         f"[{idx.min() if idx.size else ''}, {idx.max() if idx.size else ''}]")
+    k = min(n_neighbors, idx.shape[1])
+    votes = Y[idx[:, 0]].astype(np.float64)
+    for j in range(1, k):
+        votes += Y[idx[:, j]]
+    votes /= k
+    return votes
 
 
 def _logit(P: np.ndarray) -> np.ndarray:
@@ -147,10 +177,17 @@ class StackedModel:
 
 def fit_stacked(Y: np.ndarray, P: np.ndarray, extra: np.ndarray | None = None, use_other_tags: bool = True,
                 n_folds: int = DEFAULT_STACK_FOLDS, seed: int = 0,
-                progress: Callable[[int, int], None] | None = None) -> StackedModel:
+                progress: Callable[[int, int], None] | None = None,
+                max_rows: int | None = STACK_MAX_ROWS) -> StackedModel:
     """Fit the second stage: for each tag k and fold, a logistic regression of the given tag on the
     standardised logits of P (N, K), ``extra`` (N, E) and (``use_other_tags``) the other given tags, fitted
     on the other folds (seeded ``KFold``). A tag constant within a training fold gets that fold's state.
+
+    Above ``max_rows`` training rows (None: no cap) each fit sees a stratified subsample of ``max_rows`` of
+    them (:func:`_stratified_rows`: the rarer state of the tag kept up to half, each row weighted by the
+    inverse of its sampling rate, so the weighted objective estimates the full one, regularisation included)
+    and predicts every held-out row: O(max_rows) per fit, O(N) to predict. At or below the cap the fits are the
+    full ones (bit-identical results).
 
     The K x folds small fits run with BLAS limited to one thread: with several threads they collapse under
     contention (issue 11: 10k rows, 2.4 s with one thread, 23-34 s with two). ``progress(done, total)``
@@ -172,33 +209,179 @@ def fit_stacked(Y: np.ndarray, P: np.ndarray, extra: np.ndarray | None = None, u
         return StackedModel(base, W, fold)
     L = _logit(P)
     L = (L - L.mean(axis=0)) / np.maximum(L.std(axis=0), 1e-9)
-    base_X = L if extra is None else np.hstack([L, np.asarray(extra, dtype=np.float64)])
-    Yf = Y.astype(np.float64)
+    parts = [L] if extra is None else [L, np.asarray(extra, dtype=np.float64)]
     if N < 2:
-        return StackedModel(_logit(Yf), W, fold)
-    splits = list(KFold(n_f, shuffle=True, random_state=seed).split(L))
+        return StackedModel(_logit(Y.astype(np.float64)), W, fold)
+    splits = list(KFold(n_f, shuffle=True, random_state=seed).split(np.empty((N, 0))))
     for f, (_, test) in enumerate(splits):
         fold[test] = f
-    n_base = base_X.shape[1]
+    n_base = sum(p.shape[1] for p in parts)
+    rng = np.random.default_rng(seed)
+    B, factors, cols = None, {}, None
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for k in range(K):
-            others = np.delete(np.arange(K), k)
-            F = np.hstack([base_X, Yf[:, others]]) if use_other_tags else base_X
-            for f, (train, test) in enumerate(splits):
+        for f, (train, test) in enumerate(splits):
+            if max_rows is not None and len(train) > max_rows:
+                if cols is None:  # the design's column blocks (no N x (1 + 3K) matrix is built)
+                    cols = parts + ([Y.astype(np.float64)] if use_other_tags else [])
+                in_train = np.zeros(N, dtype=bool)
+                in_train[train] = True
+                if B is None:  # a start: the same fits on a uniform quarter of max_rows training rows
+                    m = max(2, max_rows // 4)
+                    sub = np.sort(rng.choice(train, m, replace=False))
+                    B = _newton_fold([c[sub] for c in cols], Y[sub], np.ones(m, dtype=bool), use_other_tags,
+                                     max_rows, rng, None, {}, hessian_every=1)
+                # the first fold refreshes its Hessians every step, later ones start near their optimum
+                B = _newton_fold(cols, Y, in_train, use_other_tags, max_rows, rng, B, factors,
+                                 hessian_every=NEWTON_HESSIAN_EVERY if factors else 1)
+                base[test] = _design_times(parts, B[:n_base + 1], test)
+                if use_other_tags:
+                    W[f] = B[n_base + 1:].T
+                if progress is not None:
+                    progress((f + 1) * K, K * len(splits))
+                continue
+            X_test = np.hstack([p[test] for p in parts])  # one fold's rows at a time: memory O(N / folds)
+            for k in range(K):
+                others = np.delete(np.arange(K), k)
                 y = Y[train, k]
                 if y.min() == y.max():
                     base[test, k] = _logit(np.array([float(y[0])]))[0]
                 else:
+                    F = np.hstack([p[train] for p in parts]
+                                  + ([Y[train][:, others].astype(np.float64)] if use_other_tags else []))
                     model = LogisticRegression(solver="newton-cholesky", max_iter=100)
-                    model.fit(F[train], y)
+                    model.fit(F, y)
                     coef = model.coef_[0]
-                    base[test, k] = base_X[test] @ coef[:n_base] + model.intercept_[0]
+                    base[test, k] = X_test @ coef[:n_base] + model.intercept_[0]
                     if use_other_tags:
                         W[f, k, others] = coef[n_base:]
                 if progress is not None:
-                    progress(k * len(splits) + f + 1, K * len(splits))
+                    progress(f * K + k + 1, K * len(splits))
     return StackedModel(base, W, fold)
+
+
+def _design_times(cols: list[np.ndarray], B: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """(n, K) ``[1, cols...] @ B`` over ``rows`` (default all) without building the design matrix."""
+    out = np.broadcast_to(B[0], (len(cols[0]) if rows is None else len(rows), B.shape[1])).copy()
+    at = 1
+    for c in cols:
+        out += (c if rows is None else c[rows]) @ B[at:at + c.shape[1]]
+        at += c.shape[1]
+    return out
+
+
+def _design_t_times(cols: list[np.ndarray], R: np.ndarray) -> np.ndarray:
+    """(1 + sum of widths, K) ``[1, cols...].T @ R``."""
+    return np.vstack([R.sum(axis=0, keepdims=True)] + [c.T @ R for c in cols])
+
+
+def _newton_fold(cols: list[np.ndarray], Y: np.ndarray, in_train: np.ndarray, use_other_tags: bool, max_rows: int,
+                 rng: np.random.Generator, B0: np.ndarray | None, factors: dict[int, Any],
+                 hessian_every: int = NEWTON_HESSIAN_EVERY) -> np.ndarray:
+    """(d, K) coefficients (d = 1 + widths of ``cols``; row 0 the intercepts) of one fold's K second-stage
+    fits on the rows ``in_train`` (N,) at once: the optimum of sklearn's ``LogisticRegression(C=1)`` objective
+    per tag (log-loss summed over rows + half the squared weights, intercept unpenalised; with
+    ``use_other_tags`` the last K columns of ``cols`` are the given tags and tag k's own weight is fixed at 0;
+    a tag constant on the training rows gets intercept logit(0 or 1), clipped, and no weights).
+
+    Newton steps with exact gradients over all training rows; each tag's Hessian is estimated from about
+    ``max_rows`` rows drawn by curvature (:func:`_curvature_rows`) and its Cholesky factor kept in ``factors``
+    (shared across folds: the previous fold's Hessian is close) until a step has to be shortened or it is
+    ``hessian_every`` steps old; backtracking line search; stops at max |gradient| / rows <=
+    :data:`NEWTON_TOL`. ``B0``: a start (the previous fold's solution)."""
+    from scipy.linalg import cho_factor, cho_solve
+
+    n = int(in_train.sum())
+    K = Y.shape[1]
+    d = 1 + sum(c.shape[1] for c in cols)
+    mask = in_train[:, None].astype(np.float64)
+    Yf = Y.astype(np.float64) * mask  # zero outside training rows: residuals there are masked anyway
+    prev = Yf.sum(axis=0) / n
+    const = (prev == 0.0) | (prev == 1.0)
+    free = np.ones((d, K), dtype=bool)
+    if use_other_tags:
+        free[d - K + np.arange(K), np.arange(K)] = False
+    free[:, const] = False
+    lam = np.ones(d)
+    lam[0] = 0.0
+    B = np.zeros((d, K)) if B0 is None else B0.copy()
+    if B0 is None:
+        B[0] = _logit(prev)
+    B[~free] = 0.0
+    B[0, const] = _logit(prev[const])
+    Z = _design_times(cols, B)
+    loss0 = _stack_loss(Z, Yf, mask, B, lam)
+    active = ~const
+    age = {k: v[1] for k, v in factors.items()}
+    for _ in range(NEWTON_MAX_ITER):
+        S = _sigmoid(Z)
+        G = _design_t_times(cols, (S - Yf) * mask) + lam[:, None] * B
+        G[~free] = 0.0
+        active &= np.abs(G).max(axis=0) > NEWTON_TOL * n
+        if not active.any():
+            break
+        refresh = [k for k in np.flatnonzero(active) if k not in factors or age[k] >= hessian_every]
+        for k in refresh:
+            curvature = S[:, k] * (1.0 - S[:, k]) * in_train
+            rows, weight = _curvature_rows(curvature, max_rows, rng)
+            fr = free[:, k]
+            Xs = np.hstack([np.ones((len(rows), 1))] + [c[rows] for c in cols])[:, fr]
+            H = Xs.T @ (Xs * (curvature[rows] * weight)[:, None])
+            H[np.diag_indices_from(H)] += lam[fr]
+            factors[k] = (cho_factor(H, check_finite=False), 0)
+            age[k] = 0
+        del S
+        step = np.zeros((d, K))
+        for k in np.flatnonzero(active):
+            fr = free[:, k]
+            step[fr, k] = cho_solve(factors[k][0], G[fr, k], check_finite=False)
+            age[k] += 1
+        D = _design_times(cols, step)
+        decrease = (G * step).sum(axis=0)
+        t = np.where(active, 1.0, 0.0)
+        todo = active.copy()
+        for _ls in range(30):
+            loss = _stack_loss(Z - D * t, Yf, mask, B - step * t, lam)
+            todo &= ~(loss <= loss0 - 1e-4 * t * decrease)
+            if not todo.any():
+                break
+            t = np.where(todo, t * 0.5, t)
+            for k in np.flatnonzero(todo):
+                age[k] = hessian_every  # a shortened step: refresh that Hessian next time
+        t = np.where(todo, 0.0, t)
+        B -= step * t
+        Z -= D * t
+        loss0 = np.where(t > 0, loss, loss0)
+    for k in list(factors):
+        factors[k] = (factors[k][0], age[k])
+    return B
+
+
+def _curvature_rows(w: np.ndarray, m: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """About ``m`` row positions drawn with probability ``min(1, m w_i / sum w)`` (systematic sampling on the
+    cumulative probabilities: rows of large curvature ``w`` (n,) always, the rest in proportion) and their weights
+    ``1 / probability``: ``sum weight * w * x x^T`` over them estimates the Hessian without bias."""
+    total = float(w.sum())
+    if total <= 0.0 or len(w) <= m:
+        return np.arange(len(w)), np.ones(len(w))
+    prob = np.minimum(1.0, w * (m / total))
+    for _ in range(3):  # rows capped at 1 leave probability mass: spread it over the others
+        short = m - prob.sum()
+        rest = prob < 1.0
+        if short < 0.5 or not rest.any():
+            break
+        prob[rest] = np.minimum(1.0, prob[rest] * (1.0 + short / prob[rest].sum()))
+    c = np.cumsum(prob)
+    points = rng.random() + np.arange(int(np.floor(c[-1] - 1e-12)) + 1)
+    rows = np.searchsorted(c, points[points < c[-1]], side="right")
+    rows = np.unique(rows)
+    return rows, 1.0 / prob[rows]
+
+
+def _stack_loss(Z: np.ndarray, Yf: np.ndarray, mask: np.ndarray, B: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """(K,) the second-stage objective per tag: log-loss of logits Z (N, K) for 0/1 tags Yf over the rows
+    where ``mask`` (N, 1) is 1, plus the penalty."""
+    return ((np.log1p(np.exp(-np.abs(Z))) + np.maximum(Z, 0.0) - Yf * Z) * mask).sum(axis=0) + 0.5 * (lam[:, None] * B * B).sum(axis=0)
 
 
 def stacked_probabilities(Y: np.ndarray, P: np.ndarray, use_other_tags: bool = True,
@@ -327,10 +510,10 @@ def estimate_error_rate(observed: np.ndarray, planted: np.ndarray, seed: int = 0
     if len(observed) == 0 or len(planted) == 0:
         return 0.0, (0.0, 0.0)
 
-    def rate(obs: np.ndarray, pl: np.ndarray) -> float:
+    def rate(obs: np.ndarray, pl: np.ndarray) -> float:  # counts, no sort: O(N) per bootstrap resample
         t = np.quantile(pl, ESTIMATE_QUANTILE)
-        f1 = np.searchsorted(np.sort(pl), t, side="right") / len(pl)
-        g = np.searchsorted(np.sort(obs), t, side="right") / len(obs)
+        f1 = np.count_nonzero(pl <= t) / len(pl)
+        g = np.count_nonzero(obs <= t) / len(obs)
         return float(np.clip(g / max(f1, 1e-12), 0.0, 1.0))
 
     point = rate(observed, planted)
@@ -360,32 +543,84 @@ def suggest(Y: np.ndarray, rows: np.ndarray, model: StackedModel, P_knn: np.ndar
             P_tags: np.ndarray, edit_cost: float = SUGGEST_EDIT_COST) -> np.ndarray:
     """(N, K) bool suggested tags: Y with, for each example in ``rows``, the best of its given set and its
     valid changes (:func:`_candidates` breaking no learned rule) by ``0.5 * (sum log s_cooc + sum log s_knn)
-    - edit_cost`` (the given set pays no cost). An example breaking a rule always gets a valid set (:func:`_candidates`,
-    or :func:`dq_pipeline.rules.repair` of its given set using ``P_tags`` (N, K))."""
-    from dq_pipeline.rules import repair, violation_counts
+    - edit_cost`` (the given set pays no cost; ties: the first in the order given set, flips, swaps). An example
+    breaking a rule always gets a valid set (:func:`_candidates`, or :func:`dq_pipeline.rules.repair` of its
+    given set using ``P_tags`` (N, K)). Vectorised over batches of rows (about :data:`SUGGEST_BATCH_CANDIDATES`
+    candidate sets at a time); the same choice as scoring each row's candidates on their own."""
+    from threadpoolctl import threadpool_limits
 
     Y = np.asarray(Y, dtype=bool)
     S = Y.copy()
-    group_of = rules.group_of() if rules is not None else np.full(Y.shape[1], -1)
+    rows = np.asarray(rows, dtype=np.int64)
+    K = Y.shape[1]
+    if len(rows) == 0 or K == 0:
+        return S
     has_rules = rules is not None and rules.n_rules > 0
-    for i in np.asarray(rows, dtype=np.int64):
-        y = Y[i]
-        cand = _candidates(y, group_of)
-        violating = has_rules and bool(violation_counts(rules, y[None, :])[0])
-        if violating:
-            cand = np.vstack([cand, repair(rules, y, P_tags[i])[None, :]])
-        if has_rules:
-            cand = cand[violation_counts(rules, cand) == 0]
-        if not violating:
-            cand = np.vstack([y[None, :], cand])
-        if len(cand) == 0:
-            continue
-        at = np.full(len(cand), i)
-        objective = 0.5 * (_soft_log(self_confidence(cand, model.probabilities(cand, at))).sum(axis=1)
-                           + _soft_log(self_confidence(cand, P_knn[at])).sum(axis=1))
-        objective -= edit_cost * (cand != y).any(axis=1)
-        S[i] = cand[int(np.argmax(objective))]
+    per_row = K + (K * K) // 4 + 2
+    step = max(1, SUGGEST_BATCH_CANDIDATES // per_row)
+    rows = rows[np.argsort(model.fold[rows], kind="stable")]
+    cuts = np.flatnonzero(np.diff(model.fold[rows])) + 1
+    batches = [b[i:i + step] for b in np.split(rows, cuts) for i in range(0, len(b), step)]
+    with threadpool_limits(1):  # small products: one BLAS thread is faster (and no contention)
+        for batch in batches:  # rows of one fold: their stacked logits are one matrix product
+            _suggest_batch(S, Y, batch, model, P_knn, rules, P_tags, edit_cost, has_rules)
     return S
+
+
+def _suggest_batch(S: np.ndarray, Y: np.ndarray, batch: np.ndarray, model: StackedModel, P_knn: np.ndarray,
+                   rules: Any, P_tags: np.ndarray, edit_cost: float, has_rules: bool) -> None:
+    """:func:`suggest` for the rows ``batch`` (one fold), written into ``S``."""
+    from dq_pipeline.rules import repair, violation_counts
+
+    K = Y.shape[1]
+    y = Y[batch]
+    n = len(batch)
+    violating = violation_counts(rules, y) > 0 if has_rules else np.zeros(n, dtype=bool)
+    # flips: row r, tag j flipped; swaps: row r, carried tag c replaced by absent tag j (order r, c, j)
+    flips = np.repeat(y, K, axis=0)
+    flips[np.arange(n * K), np.tile(np.arange(K), n)] ^= True
+    r_s, c_s, j_s = np.nonzero(y[:, :, None] & ~y[:, None, :])
+    swaps = y[r_s]
+    swaps[np.arange(len(r_s)), c_s] = False
+    swaps[np.arange(len(r_s)), j_s] = True
+    parts = [flips, swaps]
+    owners = [np.repeat(np.arange(n), K), r_s]
+    vi = np.flatnonzero(violating)
+    if len(vi):
+        parts.append(np.stack([repair(rules, y[r], P_tags[batch[r]]) for r in vi]))
+        owners.append(vi)
+    cand = np.concatenate(parts)
+    owner = np.concatenate(owners)
+    if has_rules:
+        keep = violation_counts(rules, cand) == 0
+        cand, owner = cand[keep], owner[keep]
+    given = np.flatnonzero(~violating)
+    cand = np.concatenate([y[given], cand])
+    owner = np.concatenate([given, owner])
+    order = np.argsort(owner, kind="stable")  # per row: given set, flips, swaps, repair (the loop's order)
+    cand, owner = cand[order], owner[order]
+    if len(cand) == 0:
+        return
+    knn_on, knn_off = _soft_log(P_knn[batch]), _soft_log(1.0 - P_knn[batch])
+    at = batch[owner]
+    logits = model.base[at]
+    logits += cand.astype(np.float64) @ model.W[model.fold[batch[0]]].T
+    p = _sigmoid(logits)
+    sc = np.where(cand, p, 1.0 - p)  # in [0, 1]: _soft_log's clip is the identity
+    sc += SOFT_FLOOR
+    sc /= 1.0 + SOFT_FLOOR
+    cooc = np.log(sc, out=sc).sum(axis=1)
+    del p, sc, logits
+    knn_log = (knn_on[owner], knn_off[owner])
+    objective = 0.5 * (cooc + np.where(cand, *knn_log).sum(axis=1))
+    objective -= edit_cost * (cand != y[owner]).any(axis=1)
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    best = np.maximum.reduceat(objective, starts)
+    is_best = objective == np.repeat(best, np.diff(np.r_[starts, len(owner)]))
+    hit = np.flatnonzero(is_best)
+    _, first = np.unique(owner[hit], return_index=True)
+    pick = hit[first]
+    S[batch[owner[pick]]] = cand[pick]
 
 
 def tag_issue_rows(Y: np.ndarray, P: np.ndarray, flags: np.ndarray) -> pd.DataFrame:
@@ -424,6 +659,7 @@ def find_label_issues(
     rules: Any = None,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    neighbours: np.ndarray | None = None,
 ) -> DetectorResult:
     """Detect label issues from given tags Y (N, K) 0/1, out-of-fold probabilities P (N, K) and the
     features X (N, D) behind P (see the module doc).
@@ -435,7 +671,9 @@ def find_label_issues(
     ``label_rules`` (:meth:`dq_pipeline.rules.LabelRules.to_dict`) and counts. ``rules``: a
     :class:`~dq_pipeline.rules.LabelRules` (default: learned from Y). ``features=None``: no kNN evidence.
     ``method='cleanlab'``: cleanlab 2.9's defaults exactly (no rules, no estimate). ``progress(done, total)``:
-    called as the second-stage fits (the long part) go (:func:`fit_stacked`).
+    called as the second-stage fits (the long part) go (:func:`fit_stacked`). ``neighbours``: (N, k >= 1) int
+    indices of each example's nearest other examples, nearest first (the audit's shared neighbour graph): the
+    kNN votes then use its first :data:`DEFAULT_N_NEIGHBORS` columns and no search is run (``features`` unused).
     """
     from dq_pipeline.rules import learn_label_rules, violation_counts
 
@@ -452,7 +690,10 @@ def find_label_issues(
     N, K = Y.shape
     if rules is None:
         rules = learn_label_rules(Y)
-    if features is not None and N > 1:
+    if neighbours is not None and N > 1:
+        votes = neighbour_votes(Y, neighbours)
+        P_knn = (1.0 - DEFAULT_KNN_WEIGHT) * P + DEFAULT_KNN_WEIGHT * votes
+    elif features is not None and N > 1:
         votes = knn_tag_votes(features, Y)
         P_knn = (1.0 - DEFAULT_KNN_WEIGHT) * P + DEFAULT_KNN_WEIGHT * votes
     else:
