@@ -407,3 +407,18 @@ def issue10_default(Y: np.ndarray, P: np.ndarray, features: np.ndarray | None = 
                "n_rule_violations": n_viol}
     return DetectorResult(scores=readable_quality(log_score, quality_root(K)), flags=flags, summary=summary,
                           details=details)
+
+
+def newton_everywhere(Y: np.ndarray, P: np.ndarray, features: np.ndarray | None = None, seed: int = 0) -> DetectorResult:
+    """The shipped default with its second stage on the batched Newton path at every size (``STACK_MAX_ROWS`` =
+    100 instead of 4,000): shows on the (small) benchmark datasets what that path does to quality, which the
+    default only takes above 4,000 training rows per fold (``bench_quality.py --candidate
+    newton=bench.label_variants:newton_everywhere``)."""
+    from dq_pipeline.issues import label_issues as li
+
+    shipped = li.STACK_MAX_ROWS
+    li.STACK_MAX_ROWS = 100
+    try:
+        return li.find_label_issues(Y, P, features=features, seed=seed)
+    finally:
+        li.STACK_MAX_ROWS = shipped

@@ -56,8 +56,8 @@ DEFAULT_N_NEIGHBORS = 15
 DEFAULT_KNN_WEIGHT = 0.5
 DEFAULT_STACK_FOLDS = 5
 #: Second stage (:func:`fit_stacked`): up to this many training rows per fold, K sklearn fits per fold (as before
-#: issue 11); above, one batched Newton solve per fold of the same objective (:func:`_newton_fold`), its
-#: Hessians from about this many rows (bench/results/label_speed.md).
+#: issue 11, same numbers); above, the same objective by the batched Newton solver (:func:`_newton_fold`;
+#: bench/results/label_speed.md).
 STACK_MAX_ROWS = 4000
 #: That solver: stop at max |gradient| / rows below NEWTON_TOL (sklearn's tolerance) or after NEWTON_MAX_ITER
 #: steps; a tag's Hessian is re-estimated after NEWTON_HESSIAN_EVERY steps; NEWTON_BLOCK rows of the design at a
@@ -193,11 +193,13 @@ def fit_stacked(Y: np.ndarray, P: np.ndarray, extra: np.ndarray | None = None, u
     standardised logits of P (N, K), ``extra`` (N, E) and (``use_other_tags``) the other given tags, fitted
     on the other folds (seeded ``KFold``). A tag constant within a training fold gets that fold's state.
 
-    Above ``max_rows`` training rows (None: no cap) each fit sees a stratified subsample of ``max_rows`` of
-    them (:func:`_stratified_rows`: the rarer state of the tag kept up to half, each row weighted by the
-    inverse of its sampling rate, so the weighted objective estimates the full one, regularisation included)
-    and predicts every held-out row: O(max_rows) per fit, O(N) to predict. At or below the cap the fits are the
-    full ones (bit-identical results).
+    Up to ``max_rows`` training rows per fold (None: no limit), K sklearn ``LogisticRegression`` fits per fold
+    (newton-cholesky, as before issue 11). Above, the same objective by a batched Newton solver
+    (:func:`_newton_fold`): a start fitted on :data:`NEWTON_HESSIAN_ROWS` / 2 random rows, the K fits on all N
+    rows, then per fold :data:`NEWTON_FOLD_STEPS` Newton step(s) from there on the fold's training rows (exact
+    gradients; the held-out rows' influence removed) -- O(N K^2) per pass, about a dozen passes in all, instead
+    of K x folds fits of O(N K^2) each. Within sklearn's tolerance of the separate fits on bench data
+    (dq_pipeline_tests/issues/test_label_speed.py; bench/results/label_speed.md).
 
     The K x folds small fits run with BLAS limited to one thread: with several threads they collapse under
     contention (issue 11: 10k rows, 2.4 s with one thread, 23-34 s with two). ``progress(done, total)``
@@ -231,21 +233,20 @@ def fit_stacked(Y: np.ndarray, P: np.ndarray, extra: np.ndarray | None = None, u
     if max_rows is not None and min(len(train) for train, _ in splits) > max_rows:
         n_stages += 1
         with threadpool_limits(1):
-            # a start from a uniform quarter of max_rows rows, then the fits on all rows, then each fold's fits
-            # from there (its rows' influence removed by Newton steps)
-            m = max(2, max_rows // 4)
+            # a start from random rows, then the fits on all rows, then each fold's fits from there
+            m = min(N, NEWTON_HESSIAN_ROWS // 2)
             sub = np.sort(rng.choice(N, m, replace=False))
-            B0, _ = _newton_fold([p[sub] for p in parts], Y[sub], np.ones(m, dtype=bool), use_other_tags, max_rows,
-                                 rng, None, {}, hessian_every=1)
+            B0, _ = _newton_fold([p[sub] for p in parts], Y[sub], np.ones(m, dtype=bool), use_other_tags, rng, None,
+                                 {}, hessian_every=1)
             factors: dict[int, Any] = {}
-            B_all, Z_all = _newton_fold(parts, Y, np.ones(N, dtype=bool), use_other_tags, max_rows, rng, B0,
-                                        factors, hessian_every=1)
+            B_all, Z_all = _newton_fold(parts, Y, np.ones(N, dtype=bool), use_other_tags, rng, B0, factors,
+                                        hessian_every=1)
             if progress is not None:
                 progress(K, K * n_stages)
             for f, (train, test) in enumerate(splits):
                 in_train = np.zeros(N, dtype=bool)
                 in_train[train] = True
-                B, _ = _newton_fold(parts, Y, in_train, use_other_tags, max_rows, rng, B_all, dict(factors),
+                B, _ = _newton_fold(parts, Y, in_train, use_other_tags, rng, B_all, dict(factors),
                                     max_steps=NEWTON_FOLD_STEPS, Z0=Z_all)
                 base[test] = _design_times(parts, B[:n_base + 1], test)
                 if use_other_tags:
@@ -286,7 +287,7 @@ def _design_times(cols: list[np.ndarray], B: np.ndarray, rows: np.ndarray | None
     return out
 
 
-def _newton_fold(parts: list[np.ndarray], Y: np.ndarray, in_train: np.ndarray, use_other_tags: bool, max_rows: int,
+def _newton_fold(parts: list[np.ndarray], Y: np.ndarray, in_train: np.ndarray, use_other_tags: bool,
                  rng: np.random.Generator, B0: np.ndarray | None, factors: dict[int, Any],
                  hessian_every: int = NEWTON_HESSIAN_EVERY, max_steps: int = NEWTON_MAX_ITER,
                  Z0: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -297,9 +298,9 @@ def _newton_fold(parts: list[np.ndarray], Y: np.ndarray, in_train: np.ndarray, u
     training rows gets intercept logit(0 or 1), clipped, and no weights).
 
     Newton steps with exact gradients over all training rows (the design built :data:`NEWTON_BLOCK` rows at a
-    time: memory O(N K)); each tag's Hessian is estimated from about ``max_rows`` rows drawn by curvature
-    (:func:`_curvature_rows`) and its Cholesky factor kept in ``factors`` (shared across folds: the previous
-    fold's Hessian is close) until a step has to be shortened or it is ``hessian_every`` steps old; backtracking
+    time: memory O(N K)); each tag's Hessian is estimated from about :data:`NEWTON_HESSIAN_ROWS` rows drawn by
+    curvature (:func:`_curvature_rows`) and its Cholesky factor kept in ``factors`` (reused by the folds: the
+    all-rows Hessian, scaled to their row count, is close) until a step has to be shortened or it is ``hessian_every`` steps old; backtracking
     line search; stops at max |gradient| / rows <= :data:`NEWTON_TOL` or after ``max_steps`` steps. ``B0``: a
     start, ``Z0`` (N, K) its logits (``[1, parts..., Y] @ B0``) if known. Returns (B, its logits (N, K))."""
     from scipy.linalg import cho_factor, cho_solve
@@ -307,7 +308,6 @@ def _newton_fold(parts: list[np.ndarray], Y: np.ndarray, in_train: np.ndarray, u
     N, K = Y.shape
     n = int(in_train.sum())
     d = 1 + sum(p.shape[1] for p in parts) + (K if use_other_tags else 0)
-    hessian_rows = min(max_rows, NEWTON_HESSIAN_ROWS)
     blocks = [slice(a, min(N, a + NEWTON_BLOCK)) for a in range(0, N, NEWTON_BLOCK)]
 
     def design(rows: slice | np.ndarray) -> np.ndarray:
@@ -377,7 +377,7 @@ def _newton_fold(parts: list[np.ndarray], Y: np.ndarray, in_train: np.ndarray, u
         for k in [k for k in np.flatnonzero(active) if k not in factors or age[k] >= hessian_every]:
             s = _sigmoid(Z[:, k])
             curvature = s * (1.0 - s) * in_train
-            rows, weight = _curvature_rows(curvature, hessian_rows, rng)
+            rows, weight = _curvature_rows(curvature, NEWTON_HESSIAN_ROWS, rng)
             fr = free[:, k]
             Xs = design(rows)[:, fr]
             H = Xs.T @ (Xs * (curvature[rows] * weight)[:, None])
@@ -762,7 +762,7 @@ def find_label_issues(
         P_knn = (1.0 - DEFAULT_KNN_WEIGHT) * P + DEFAULT_KNN_WEIGHT * votes
     else:
         votes, P_knn = None, P
-    model = fit_stacked(Y, P, extra=votes, seed=seed, progress=progress)
+    model = fit_stacked(Y, P, extra=votes, seed=seed, progress=progress, max_rows=STACK_MAX_ROWS)
     scorer = _Scorer(model, P_knn, rules)
     P_cooc = model.probabilities(Y)
     log_score = scorer(Y, P_cooc=P_cooc)
