@@ -9,7 +9,8 @@ From given tags Y (N, K), out-of-fold probabilities P (N, K) and the features X 
    from the standardised logits of P, the kNN votes and the example's *other* given tags (co-occurrence).
    Each example is predicted by models fitted on the other folds, so its own tags never inform it; because
    the model is linear in the other tags, any *hypothetical* tag set of an example can be scored without a
-   refit (:class:`StackedModel`).
+   refit (:class:`StackedModel`). Above :data:`STACK_MAX_ROWS` training rows per fold the fits are one batched
+   Newton solve (:func:`fit_stacked`; issue 11), near-linear in N.
 2. **Score** (ranking; low = likely wrong): ``log_joint = 0.5 * (sum_k log s_cooc_k + min_k log s_knn_k)``
    with ``s`` the self-confidence of each given tag state (``p`` if carried else ``1 - p``) under the stacked
    and the kNN probabilities, each softly floored (``(s + 1e-3) / (1 + 1e-3)``: no ``-inf``, no ties), minus
@@ -68,8 +69,12 @@ NEWTON_HESSIAN_EVERY = 4
 NEWTON_BLOCK = 16384
 #: Rows drawn (by curvature) for each tag's Hessian in that solver.
 NEWTON_HESSIAN_ROWS = 2000
-#: Newton steps per fold from the all-rows fit (:func:`fit_stacked`).
-NEWTON_FOLD_STEPS = 1
+#: Newton steps per fold from the all-rows fit (:func:`fit_stacked`), and their tolerance: tighter than
+#: NEWTON_TOL because the start (the all-rows fit) has seen the held-out rows; 3 steps leave an example's own tag
+#: moving its own probability by at most ~4e-4 on seeded synthetic data (1 step: 4e-3; 4 steps: 2e-5;
+#: below STACK_MAX_ROWS exactly 0).
+NEWTON_FOLD_STEPS = 3
+NEWTON_FOLD_TOL = 1e-7
 TAG_ISSUE_COLUMNS = ["example_index", "tag_index", "given", "probability", "kind", "score"]
 #: Label quality = ``exp(log_joint / QUALITY_ROOT)``: the joint score's square root. On the bundled GoEmotions
 #: sample the 15 worst then read 0.0073-0.015, distinct at 3 significant digits (the 4th root packed them
@@ -196,10 +201,10 @@ def fit_stacked(Y: np.ndarray, P: np.ndarray, extra: np.ndarray | None = None, u
     Up to ``max_rows`` training rows per fold (None: no limit), K sklearn ``LogisticRegression`` fits per fold
     (newton-cholesky, as before issue 11). Above, the same objective by a batched Newton solver
     (:func:`_newton_fold`): a start fitted on :data:`NEWTON_HESSIAN_ROWS` / 2 random rows, the K fits on all N
-    rows, then per fold :data:`NEWTON_FOLD_STEPS` Newton step(s) from there on the fold's training rows (exact
-    gradients; the held-out rows' influence removed) -- O(N K^2) per pass, about a dozen passes in all, instead
-    of K x folds fits of O(N K^2) each. Within sklearn's tolerance of the separate fits on bench data
-    (dq_pipeline_tests/issues/test_label_speed.py; bench/results/label_speed.md).
+    rows, then per fold up to :data:`NEWTON_FOLD_STEPS` Newton steps from there on the fold's training rows (exact
+    gradients; the held-out rows' influence removed to :data:`NEWTON_FOLD_TOL`) -- O(N K^2) per pass, a few
+    dozen passes in all, instead of K x folds fits of O(N K^2 x Newton iterations) each. Within sklearn's
+    tolerance of the separate fits (dq_pipeline_tests/issues/test_label_speed.py; bench/results/label_speed.md).
 
     The K x folds small fits run with BLAS limited to one thread: with several threads they collapse under
     contention (issue 11: 10k rows, 2.4 s with one thread, 23-34 s with two). ``progress(done, total)``
@@ -247,7 +252,7 @@ def fit_stacked(Y: np.ndarray, P: np.ndarray, extra: np.ndarray | None = None, u
                 in_train = np.zeros(N, dtype=bool)
                 in_train[train] = True
                 B, _ = _newton_fold(parts, Y, in_train, use_other_tags, rng, B_all, dict(factors),
-                                    max_steps=NEWTON_FOLD_STEPS, Z0=Z_all)
+                                    max_steps=NEWTON_FOLD_STEPS, Z0=Z_all, tol=NEWTON_FOLD_TOL)
                 base[test] = _design_times(parts, B[:n_base + 1], test)
                 if use_other_tags:
                     W[f] = B[n_base + 1:].T
@@ -290,7 +295,7 @@ def _design_times(cols: list[np.ndarray], B: np.ndarray, rows: np.ndarray | None
 def _newton_fold(parts: list[np.ndarray], Y: np.ndarray, in_train: np.ndarray, use_other_tags: bool,
                  rng: np.random.Generator, B0: np.ndarray | None, factors: dict[int, Any],
                  hessian_every: int = NEWTON_HESSIAN_EVERY, max_steps: int = NEWTON_MAX_ITER,
-                 Z0: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 Z0: np.ndarray | None = None, tol: float = NEWTON_TOL) -> tuple[np.ndarray, np.ndarray]:
     """(d, K) coefficients (d = 1 + widths of ``parts`` (+ K with ``use_other_tags``); row 0 the intercepts)
     of one fold's K second-stage fits on the rows ``in_train`` (N,) at once: the optimum of sklearn's
     ``LogisticRegression(C=1)`` objective per tag (log-loss summed over rows + half the squared weights, intercept
@@ -371,7 +376,7 @@ def _newton_fold(parts: list[np.ndarray], Y: np.ndarray, in_train: np.ndarray, u
             R[~in_train[sl]] = 0.0
             G += t_times(sl, R)
         G[~free] = 0.0
-        active &= np.abs(G).max(axis=0) > NEWTON_TOL * n
+        active &= np.abs(G).max(axis=0) > tol * n
         if not active.any():
             break
         for k in [k for k in np.flatnonzero(active) if k not in factors or age[k] >= hessian_every]:
