@@ -70,10 +70,10 @@ NEWTON_BLOCK = 16384
 #: Rows drawn (by curvature) for each tag's Hessian in that solver.
 NEWTON_HESSIAN_ROWS = 2000
 #: Newton steps per fold from the all-rows fit (:func:`fit_stacked`), and their tolerance: tighter than
-#: NEWTON_TOL because the start (the all-rows fit) has seen the held-out rows; 3 steps leave an example's own tag
-#: moving its own probability by at most ~4e-4 on seeded synthetic data (1 step: 4e-3; 4 steps: 2e-5;
-#: below STACK_MAX_ROWS exactly 0).
-NEWTON_FOLD_STEPS = 3
+#: NEWTON_TOL because the start (the all-rows fit) has seen the held-out rows. Flipping an example's own rare tag
+#: moves its own probability by at most ~1e-3 with 2 steps on seeded synthetic data (1 step: 4e-3, 3 steps: 4e-4,
+#: 4 steps: 2e-5, each step a pass over the data; below STACK_MAX_ROWS exactly 0).
+NEWTON_FOLD_STEPS = 2
 NEWTON_FOLD_TOL = 1e-7
 TAG_ISSUE_COLUMNS = ["example_index", "tag_index", "given", "probability", "kind", "score"]
 #: Label quality = ``exp(log_joint / QUALITY_ROOT)``: the joint score's square root. On the bundled GoEmotions
