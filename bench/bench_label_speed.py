@@ -57,8 +57,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import baselines as bb  # noqa: E402
-from dq_pipeline.issues import label_issues as li  # noqa: E402
+from bench import baselines as bb
+from dq_pipeline.issues import label_issues as li
 
 RESULTS = ROOT / "bench" / "results"
 #: (label, function name in dq_pipeline/issues/label_issues.py) of the stage breakdown.
@@ -149,7 +149,6 @@ def run_size(n: int, k: int, repeats: int, before: bool) -> dict:
     labels = [np.flatnonzero(row).tolist() for row in Y]
     li.find_label_issues(Y[:2000], P[:2000], neighbours=nb[:2000] % 2000)  # imports and first-call costs
     t_cl, cl_flags = median_time(lambda: cl_find(labels, P, n_jobs=1), repeats)
-    del labels
     t_ours, res = median_time(lambda: li.find_label_issues(Y, P, neighbours=nb), repeats)
     t_rarity, _ = median_time(lambda: bb.rarity_scores(Y), repeats)
     row = {"n": n, "k": k, "cleanlab": t_cl, "ours": t_ours, "rarity": t_rarity,
@@ -184,7 +183,7 @@ def growth(n: int, k: int, repeats: int) -> list[tuple[int, float]]:
     out = []
     for m in (n // 8, n // 4, n // 2, n):
         Y, P, nb, _ = make_data(m, k, seed=1)
-        t, _ = median_time(lambda: li.find_label_issues(Y, P, neighbours=nb), repeats)
+        t, _ = median_time(lambda Y=Y, P=P, nb=nb: li.find_label_issues(Y, P, neighbours=nb), repeats)
         out.append((m, t))
     return out
 
