@@ -252,7 +252,7 @@ def fit_stacked(Y: np.ndarray, P: np.ndarray, extra: np.ndarray | None = None, u
                 in_train = np.zeros(N, dtype=bool)
                 in_train[train] = True
                 B, _ = _newton_fold(parts, Y, in_train, use_other_tags, rng, B_all, dict(factors),
-                                    max_steps=NEWTON_FOLD_STEPS, Z0=Z_all, tol=NEWTON_FOLD_TOL)
+                                    max_steps=NEWTON_FOLD_STEPS, Z0=Z_all, tol=NEWTON_FOLD_TOL, line_search=False)
                 base[test] = _design_times(parts, B[:n_base + 1], test)
                 if use_other_tags:
                     W[f] = B[n_base + 1:].T
@@ -295,7 +295,8 @@ def _design_times(cols: list[np.ndarray], B: np.ndarray, rows: np.ndarray | None
 def _newton_fold(parts: list[np.ndarray], Y: np.ndarray, in_train: np.ndarray, use_other_tags: bool,
                  rng: np.random.Generator, B0: np.ndarray | None, factors: dict[int, Any],
                  hessian_every: int = NEWTON_HESSIAN_EVERY, max_steps: int = NEWTON_MAX_ITER,
-                 Z0: np.ndarray | None = None, tol: float = NEWTON_TOL) -> tuple[np.ndarray, np.ndarray]:
+                 Z0: np.ndarray | None = None, tol: float = NEWTON_TOL,
+                 line_search: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(d, K) coefficients (d = 1 + widths of ``parts`` (+ K with ``use_other_tags``); row 0 the intercepts)
     of one fold's K second-stage fits on the rows ``in_train`` (N,) at once: the optimum of sklearn's
     ``LogisticRegression(C=1)`` objective per tag (log-loss summed over rows + half the squared weights, intercept
@@ -306,8 +307,10 @@ def _newton_fold(parts: list[np.ndarray], Y: np.ndarray, in_train: np.ndarray, u
     time: memory O(N K)); each tag's Hessian is estimated from about :data:`NEWTON_HESSIAN_ROWS` rows drawn by
     curvature (:func:`_curvature_rows`) and its Cholesky factor kept in ``factors`` (reused by the folds: the
     all-rows Hessian, scaled to their row count, is close) until a step has to be shortened or it is ``hessian_every`` steps old; backtracking
-    line search; stops at max |gradient| / rows <= :data:`NEWTON_TOL` or after ``max_steps`` steps. ``B0``: a
-    start, ``Z0`` (N, K) its logits (``[1, parts..., Y] @ B0``) if known. Returns (B, its logits (N, K))."""
+    line search (``line_search=False``: whole steps, for the folds' steps from the all-rows optimum, which the
+    line search accepted whole in every step measured); stops at max |gradient| / rows <= ``tol`` or after
+    ``max_steps`` steps. ``B0``: a start, ``Z0`` (N, K) its logits (``[1, parts..., Y] @ B0``) if known.
+    Returns (B, its logits (N, K))."""
     from scipy.linalg import cho_factor, cho_solve
 
     N, K = Y.shape
@@ -401,7 +404,10 @@ def _newton_fold(parts: list[np.ndarray], Y: np.ndarray, in_train: np.ndarray, u
         decrease = (G * step).sum(axis=0)
         t = np.where(active, 1.0, 0.0)
         todo = active.copy()
-        for _ls in range(30):
+        if not line_search:  # whole steps, as the line search takes them from a nearby optimum: no loss pass
+            todo[:] = False
+            new = loss0
+        for _ls in range(30 if line_search else 0):
             new = loss(t, D) + 0.5 * (lam[:, None] * (B - step * t) ** 2).sum(axis=0)
             todo &= ~(new <= loss0 - 1e-4 * t * decrease)
             if not todo.any():
