@@ -149,3 +149,30 @@ def test_given_neighbours_equal_the_feature_search_with_the_same_neighbours(emot
         li.find_label_issues(Y, P, neighbours=idx[:-1])
     with pytest.raises(ValueError, match=r"in \[0, 593\)"):
         li.find_label_issues(Y, P, neighbours=idx + 1)
+
+
+def _resampled_rates(observed: np.ndarray, planted: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """The estimate on n bootstrap resamples built explicitly (the pre-issue-11 way)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        obs = observed[rng.integers(0, len(observed), len(observed))]
+        pl = planted[rng.integers(0, len(planted), len(planted))]
+        t = np.quantile(pl, li.ESTIMATE_QUANTILE)
+        out.append(min(1.0, np.count_nonzero(obs <= t) / len(obs) / (np.count_nonzero(pl <= t) / len(pl))))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("decimals", [None, 1])  # continuous scores, and heavily tied ones
+def test_the_o1_bootstrap_draws_what_resampling_draws(decimals):
+    rng = np.random.default_rng(0)
+    observed, planted = rng.normal(size=3000), rng.normal(size=2500) - 1.2
+    if decimals is not None:
+        observed, planted = np.round(observed, decimals), np.round(planted, decimals)
+    built = _resampled_rates(observed, planted, 3000, seed=1)
+    drawn = li._bootstrap_rates(observed, planted, 3000, np.random.default_rng(2))
+    q = (0.05, 0.25, 0.5, 0.75, 0.95)
+    np.testing.assert_allclose(np.quantile(drawn, q), np.quantile(built, q), atol=0.003)  # Monte Carlo noise
+    assert abs(drawn.mean() - built.mean()) < 0.001
+    rate, (lo, hi) = li.estimate_error_rate(observed, planted, seed=0)
+    assert lo <= rate <= hi and hi - lo == pytest.approx(np.diff(np.quantile(built, li.INTERVAL))[0], abs=0.01)
