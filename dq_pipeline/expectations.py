@@ -168,7 +168,9 @@ def validate_raw_examples(
     E = gx.expectations
     index = ["example_id", "row_number"]
     payload = {"text": ["text"], "image": ["image", "image_path"]}.get(modality, [])
-    base = examples.copy()
+    # only the columns the suite reads go to GE (it copies, pickles and hashes its frame): a tabular
+    # frame's feature columns are checked below as one count
+    base = examples[[c for c in ("example_id", "row_number", "tags", *payload) if c in examples.columns]].copy()
     n = len(base)
     exps: list[Any] = [E.ExpectColumnToExist(column=c) for c in ["example_id", "row_number", "tags", *payload]]
     exps += [
@@ -231,8 +233,8 @@ def validate_raw_examples(
                "nothing to learn or audit") if n else "no example carries any tag: there are no examples"}),
     ]
     if modality == "tabular" and n:
-        feature_columns = [c for c in base.columns if c not in ("example_id", "row_number", "tags")]
-        usable = [c for c in feature_columns if base[c].notna().any()]
+        feature_columns = [c for c in examples.columns if c not in ("example_id", "row_number", "tags")]
+        usable = [c for c in feature_columns if examples[c].notna().any()]
         frames.append((
             "feature_columns", pd.DataFrame({"n_usable_feature_columns": [len(usable)]}),
             [E.ExpectColumnValuesToBeBetween(column="n_usable_feature_columns", min_value=1)], [],

@@ -460,6 +460,16 @@ def _number(value: Any) -> tuple[str, float]:
     return "other", np.nan
 
 
+class _FloatReprs:
+    """``shown[i]`` = ``repr(float(values[i]))``, made on demand."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+    def __getitem__(self, i: int) -> str:
+        return repr(float(self.values[i]))
+
+
 def _feature_column(series: pd.Series, name: str) -> tuple[pd.Series, dict[int, str]]:
     """A feature column as the model should see it, and the problems of its cells by row.
 
@@ -472,7 +482,7 @@ def _feature_column(series: pd.Series, name: str) -> tuple[pd.Series, dict[int, 
     problems: dict[int, str] = {}
     if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
         values = pd.to_numeric(series, errors="coerce").astype("float64").to_numpy(copy=True)
-        shown = [repr(float(v)) for v in values]
+        shown = _FloatReprs(values)  # a cell's repr only when a problem names it (not N reprs per column)
         kinds = None
     else:
         cells = series.tolist()
@@ -659,5 +669,14 @@ def tags_matrix(tags: Iterable[list[str]], classes: list[str]) -> np.ndarray:
 
 def tags_from_matrix(matrix: np.ndarray, classes: list[str]) -> list[list[str]]:
     """Inverse of :func:`tags_matrix`: (N, K) 0/1 -> list of tag lists in ``classes`` order."""
-    names = np.asarray(classes, dtype=object)
-    return [list(names[np.flatnonzero(row)]) for row in np.asarray(matrix, dtype=bool)]
+    M = np.asarray(matrix, dtype=bool)
+    if M.ndim != 2:
+        raise ValueError(f"expected an (N, K) tag matrix, got shape {M.shape}")
+    _, cols = np.nonzero(M)  # row-major: each row's tags in classes order, rows in order
+    names = np.asarray(classes, dtype=object)[cols].tolist() if len(classes) else []
+    ends = np.cumsum(M.sum(axis=1)).tolist()
+    out, start = [], 0
+    for end in ends:
+        out.append(names[start:end])
+        start = end
+    return out

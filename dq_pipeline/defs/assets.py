@@ -169,7 +169,7 @@ def features(
     cached by content and model, so an unchanged dataset skips the model on re-audit. With the ``ray``
     resource's ``address`` set, the rows are sharded across a Ray actor pool (same vectors)."""
     from dq_pipeline.embed.cache import EmbeddingCache, file_keys
-    from dq_pipeline.issues.duplicates import row_key, text_key
+    from dq_pipeline.issues.duplicates import text_key
 
     ex = raw_examples.examples
     modality = raw_examples.manifest.modality
@@ -192,11 +192,11 @@ def features(
         keys = file_keys(settings.image_model, list(ex["image_path"]))  # same bytes <=> same key
         metric, model_name = "cosine", settings.image_model
     else:
-        from dq_pipeline.embed.tabular import featurize_tabular
+        from dq_pipeline.embed.tabular import featurize_tabular, row_keys
 
         columns = [c for c in ex.columns if c not in ("example_id", "row_number", "tags")]
         X = featurize_tabular(ex, columns)
-        metric, keys, model_name = "euclidean", [row_key(r) for r in X], "ColumnTransformer"
+        metric, keys, model_name = "euclidean", row_keys(X), "ColumnTransformer"  # = row_key of each row
     elapsed = time.perf_counter() - t0
     context.add_output_metadata({
         "model": model_name,
