@@ -108,8 +108,10 @@ def stand_in_detectors(P: np.ndarray, Y: np.ndarray, seed: int = 0):
     return label, ambiguous, outliers, dups
 
 
-def profile_size(n: int, workdir: Path, second_audit: bool) -> Profile:
-    from bench_scale import tabular_folder
+def profile_size(n: int, workdir: Path, second_audit: bool, text: bool = False) -> Profile:
+    """Profile one dataset: the synthetic tabular set of ``n`` rows, or (``text``) the full GoEmotions with
+    its embeddings in ``<workdir>/embedding_cache`` (cold the first time: the report says which)."""
+    from bench_scale import goemotions_folder, tabular_folder
 
     from dq_pipeline import model as cv
     from dq_pipeline import store
@@ -120,7 +122,8 @@ def profile_size(n: int, workdir: Path, second_audit: bool) -> Profile:
     from dq_pipeline.ingest import load_examples
     from dq_pipeline.manifest import load_manifest
 
-    folder = tabular_folder(workdir, n, 0)
+    folder = goemotions_folder(workdir) if text else tabular_folder(workdir, n, 0)
+    modality = "text" if text else "tabular"
     prof = Profile()
     print(f"{n} rows ({folder}):", flush=True)
     with prof.stage("raw_examples: source digest x2 + load_examples"):
@@ -136,14 +139,29 @@ def profile_size(n: int, workdir: Path, second_audit: bool) -> Profile:
     with prof.stage("raw_examples_gate (GE)"):
         gate = checks.raw_gate(raw, 5)
         assert gate.success, gate.describe()
-    with prof.stage("features: featurize_tabular"):
-        from dq_pipeline.embed.tabular import featurize_tabular
+    if text:
+        from dq_pipeline.embed.cache import EmbeddingCache
+        from dq_pipeline.embed.text import embed_texts_cached
+        from dq_pipeline.issues.duplicates import text_key
 
-        columns = [c for c in raw.examples.columns if c not in ("example_id", "row_number", "tags")]
-        X = featurize_tabular(raw.examples, columns)
-    with prof.stage("features: exact-duplicate row keys"):
-        keys = _row_keys(X)
-    feats = Features(list(raw.examples["example_id"]), X, "euclidean", keys)
+        cache_dir = workdir / "embedding_cache"
+        warm = cache_dir.is_dir() and any(cache_dir.rglob("*.np*"))
+        with prof.stage(f"features: text embeddings ({'warm: from the cache' if warm else 'cold'})"):
+            X = embed_texts_cached(list(raw.examples["text"]), "sentence-transformers/all-MiniLM-L6-v2",
+                                   EmbeddingCache(cache_dir), batch_size=64)
+        with prof.stage("features: exact-duplicate text keys"):
+            keys = [text_key(t) for t in raw.examples["text"]]
+        metric = "cosine"
+    else:
+        with prof.stage("features: featurize_tabular"):
+            from dq_pipeline.embed.tabular import featurize_tabular
+
+            columns = [c for c in raw.examples.columns if c not in ("example_id", "row_number", "tags")]
+            X = featurize_tabular(raw.examples, columns)
+        with prof.stage("features: exact-duplicate row keys"):
+            keys = _row_keys(X)
+        metric = "euclidean"
+    feats = Features(list(raw.examples["example_id"]), np.asarray(X), metric, keys)
     with prof.stage("features: fingerprint"):
         feats.fingerprint
     with prof.stage("features_gate (GE)"):
@@ -171,11 +189,11 @@ def profile_size(n: int, workdir: Path, second_audit: bool) -> Profile:
                                                                skip={"raw_examples_gate", "features_gate"}))
             with prof.stage("curated: read_reviews + audit_tables" + tag):
                 reviews = store.read_reviews(db, manifest.name)
-                tables, counters = audit_tables(raw.examples, raw.quarantine, raw.classes, "tabular", Y,
+                tables, counters = audit_tables(raw.examples, raw.quarantine, raw.classes, modality, Y,
                                                 preds.P, preds.auroc, label, ambiguous, outliers, dups,
                                                 CurationPolicy(), reviews=reviews)
             run = {"run_id": run_id, "dataset": manifest.name, "started_at": raw.started_at,
-                   "finished_at": datetime.now(), "status": "success", "modality": "tabular",
+                   "finished_at": datetime.now(), "status": "success", "modality": modality,
                    "source": str(manifest.source), "n_input_rows": raw.n_input_rows,
                    "source_sha256": digest, "folder": str(folder), **counters, "config": {}}
             with prof.stage("curated: history diff" + tag):
@@ -207,7 +225,8 @@ def _row_keys(X: np.ndarray) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100_000, 300_000])
+    parser.add_argument("--text", action="store_true", help="also the full GoEmotions (54,263 texts)")
     parser.add_argument("--workdir", default="/tmp/dq_bench_scale")
     parser.add_argument("--second-audit", action="store_true", help="also a second audit into the same DuckDB file "
                                                                      "(history diff against the first)")
@@ -216,40 +235,53 @@ def main() -> int:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     profiles = {n: profile_size(n, workdir, args.second_audit) for n in args.sizes}
+    if args.text:
+        profiles["GoEmotions"] = profile_size(54_263, workdir, args.second_audit, text=True)
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
                            capture_output=True, text=True).stdout.strip()
-    sizes = list(profiles)
-    stages = [r["stage"] for r in profiles[sizes[0]].rows]
-    head = "| stage | " + " | ".join(f"{n:,} s | peak GB" for n in sizes) + \
-        (f" | s growth {sizes[0]:,}->{sizes[-1]:,} (linear = {sizes[-1] / sizes[0]:.1f}x) |" if len(sizes) > 1 else " |")
+    sizes = [n for n in profiles if isinstance(n, int)]
     lines = [
         "# Non-detector stages at scale (`bench/bench_scale_stages.py`)", "",
         f"Command: `.venv/bin/python bench/bench_scale_stages.py {' '.join(sys.argv[1:])}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, shared with other work; "
         f"commit {commit}{' (+ uncommitted changes)' if dirty else ''}; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
-        "Each stage called as its asset calls it, one process, synthetic tabular data of bench_scale.py "
-        "(64 numeric columns, 40 tags, Parquet). Peak = the process's RSS (sampled every 20 ms) during the stage; "
-        "stand-in detector results (see the script's docstring). Not shown: the detectors, Dagster's overhead.", "",
-        head, "|---|" + "---:|---:|" * len(sizes) + ("---:|" if len(sizes) > 1 else ""),
+        "Each stage called as its asset calls it, one process. Peak = the process's RSS (sampled every 20 ms) "
+        "during the stage; stand-in detector results (see the script's docstring). Not shown: the detectors, "
+        "Dagster's overhead between steps, process start-up and imports (bench_scale.py has them).", "",
     ]
-    for i, stage in enumerate(stages):
-        cells = []
-        for n in sizes:
-            r = profiles[n].rows[i]
-            cells.append(f"{r['seconds']:.2f} | {r['peak_rss'] / GB:.2f}")
-        growth = ""
-        if len(sizes) > 1:
-            a, b = profiles[sizes[0]].rows[i]["seconds"], profiles[sizes[-1]].rows[i]["seconds"]
-            growth = f" | {b / a:.1f}x" if a > 0.005 else " | -"
-        lines.append(f"| {stage} | " + " | ".join(cells) + growth + " |")
-    totals = [sum(r["seconds"] for r in profiles[n].rows) for n in sizes]
-    lines.append("| **total** | " + " | ".join(f"**{t:.1f}** | {max(r['peak_rss'] for r in profiles[n].rows) / GB:.2f}"
-                                               for t, n in zip(totals, sizes))
-                 + (f" | {totals[-1] / totals[0]:.1f}x" if len(sizes) > 1 else "") + " |")
-    lines += ["", "DuckDB file MB: " + ", ".join(f"{n:,}: {profiles[n].db_mb:.0f}" for n in sizes), ""]
+    if sizes:
+        stages = [r["stage"] for r in profiles[sizes[0]].rows]
+        lines += ["## Synthetic tabular (64 numeric columns, 40 tags, Parquet)", "",
+                  "| stage | " + " | ".join(f"{n:,} s | peak GB" for n in sizes)
+                  + (f" | s growth {sizes[0]:,}->{sizes[-1]:,} (linear = {sizes[-1] / sizes[0]:.1f}x) |"
+                     if len(sizes) > 1 else " |"),
+                  "|---|" + "---:|---:|" * len(sizes) + ("---:|" if len(sizes) > 1 else "")]
+        for i, stage in enumerate(stages):
+            cells = [f"{profiles[n].rows[i]['seconds']:.2f} | {profiles[n].rows[i]['peak_rss'] / GB:.2f}" for n in sizes]
+            growth = ""
+            if len(sizes) > 1:
+                a, b = profiles[sizes[0]].rows[i]["seconds"], profiles[sizes[-1]].rows[i]["seconds"]
+                growth = f" | {b / a:.1f}x" if a > 0.005 else " | -"
+            lines.append(f"| {stage} | " + " | ".join(cells) + growth + " |")
+        totals = [sum(r["seconds"] for r in profiles[n].rows) for n in sizes]
+        lines.append("| **total** | " + " | ".join(
+            f"**{t:.1f}** | {max(r['peak_rss'] for r in profiles[n].rows) / GB:.2f}" for t, n in zip(totals, sizes))
+            + (f" | {totals[-1] / totals[0]:.1f}x" if len(sizes) > 1 else "") + " |")
+        lines += ["", "DuckDB file MB: " + ", ".join(f"{n:,}: {profiles[n].db_mb:.0f}" for n in sizes), ""]
+    if "GoEmotions" in profiles:
+        rows = profiles["GoEmotions"].rows
+        emb = next(r["seconds"] for r in rows if r["stage"].startswith("features: text embeddings"))
+        rest = sum(r["seconds"] for r in rows if not r["stage"].startswith("features: text embeddings"))
+        lines += ["## Full GoEmotions (54,263 texts, 28 tags)", "",
+                  f"Every stage but the embedding: {rest:.1f} s = {rest / emb:.3f} x the embedding's {emb:.1f} s "
+                  "(issue 11 budget for everything but the embedding, detectors included: 0.15 x).", "",
+                  "| stage | s | x embedding | peak GB |", "|---|---:|---:|---:|"]
+        for r in rows:
+            lines.append(f"| {r['stage']} | {r['seconds']:.2f} | {r['seconds'] / emb:.3f} | {r['peak_rss'] / GB:.2f} |")
+        lines += ["", f"DuckDB file MB: {profiles['GoEmotions'].db_mb:.0f}", ""]
     text = "\n".join(lines)
     Path(args.out).write_text(text)
     print(text)

@@ -49,6 +49,8 @@ def _hostile_frame() -> pd.DataFrame:
 def test_tabular_payloads_and_keys_equal_the_dict_definition(chunk_rows):
     frame = _hostile_frame()
     assert tabular_payloads_and_keys(frame, chunk_rows=chunk_rows) == _reference(frame)
+    payloads, keys = tabular_payloads_and_keys(frame, chunk_rows=chunk_rows, arrow=True)  # as audit_tables does
+    assert (list(payloads), keys) == _reference(frame) and len(payloads) == len(frame)
 
 
 def test_payloads_and_keys_of_a_real_dataset_and_the_public_helpers_agree():
@@ -129,3 +131,16 @@ def test_raw_gate_on_a_tabular_frame_still_fails_on_an_empty_feature_set(tmp_pat
     bad = validate_raw_examples(doubled, modality="tabular", classes=sorted({t for r in doubled["tags"] for t in r}),
                                 n_folds=2)
     assert not bad.success and "appear more than once" in bad.describe()
+
+
+@pytest.mark.parametrize("name", ["mulan_emotions", "goemotions_sample", "miml_scenes"])
+def test_ingest_reports_progress_up_to_every_cell(name):
+    calls: list[tuple[int, int]] = []
+    manifest = load_manifest(DATA / name)
+    result = load_examples(manifest, progress=lambda done, total: calls.append((done, total)))
+    n, passes = result.n_input_rows, 3
+    if manifest.modality == "tabular":
+        passes = 2 + len([c for c in result.examples.columns if c not in ("example_id", "row_number", "tags")])
+    assert calls[-1] == (n * passes, n * passes)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and {t for _, t in calls} == {n * passes}
+    assert result.examples.index.equals(pd.RangeIndex(len(result.examples)))

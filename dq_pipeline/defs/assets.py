@@ -136,7 +136,7 @@ def raw_examples(
         raise dg.Failure(description=f"cannot write the audit: {exc}") from exc
     manifest = load_manifest(datasets.folder(context.partition_key))
     digest = source_digest(manifest)
-    result = load_examples(manifest)
+    result = load_examples(manifest, progress=_progress(context, f"reading {manifest.source.name}", "cells"))
     if source_digest(manifest) != digest:
         raise dg.Failure(description=f"{manifest.source} changed while it was being read; audit it again")
     context.log.info(
