@@ -144,3 +144,17 @@ def test_ingest_reports_progress_up_to_every_cell(name):
     assert calls[-1] == (n * passes, n * passes)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls) and {t for _, t in calls} == {n * passes}
     assert result.examples.index.equals(pd.RangeIndex(len(result.examples)))
+
+
+def test_raw_gate_counts_and_names_every_row_with_an_unknown_tag():
+    from dq_pipeline.expectations import validate_raw_examples
+
+    examples = pd.DataFrame({"example_id": [f"e{i}" for i in range(8)], "row_number": np.arange(8),
+                             "tags": [["a"], ["x"], ["a", "x"], [], ["b"], ["y", "a"], ["x"], ["b"]]})
+    result = validate_raw_examples(examples, modality="tabular", classes=["a", "b"], n_folds=2)
+    assert not result.success
+    failure = next(f for f in result.failures if f.column == "tag")
+    assert failure.unexpected_count == 4  # rows 1, 2, 6 carry x, row 5 carries y
+    assert [(s["row_number"], s["tag"]) for s in failure.sample] == [(1, "x"), (2, "x"), (5, "y"), (6, "x")]
+    assert "tag(s) ['x', 'y'] are not among the classes" in result.describe()
+    assert "example_id='e5'" in result.describe()
