@@ -147,8 +147,11 @@ def profile_size(n: int, workdir: Path, second_audit: bool, text: bool = False) 
         cache_dir = workdir / "embedding_cache"
         warm = cache_dir.is_dir() and any(cache_dir.rglob("*.np*"))
         with prof.stage(f"features: text embeddings ({'warm: from the cache' if warm else 'cold'})"):
-            X = embed_texts_cached(list(raw.examples["text"]), "sentence-transformers/all-MiniLM-L6-v2",
-                                   EmbeddingCache(cache_dir), batch_size=64)
+            from dq_pipeline.defs.resources import AuditSettings
+
+            settings = AuditSettings()  # the audit's default model and batch size
+            X = embed_texts_cached(list(raw.examples["text"]), settings.text_model, EmbeddingCache(cache_dir),
+                                   batch_size=settings.batch_size)
         with prof.stage("features: exact-duplicate text keys"):
             keys = [text_key(t) for t in raw.examples["text"]]
         metric = "cosine"
