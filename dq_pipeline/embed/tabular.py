@@ -42,6 +42,8 @@ def _is_numeric(series: pd.Series) -> bool:
 def _to_float(x: pd.DataFrame | np.ndarray) -> np.ndarray:
     """Numeric block -> float64 with NaN for missing (handles pandas nullable dtypes / pd.NA)."""
     frame = pd.DataFrame(x)
+    if all(isinstance(d, np.dtype) and d.kind in "fiu" for d in frame.dtypes):  # plain numpy numbers: one copy
+        return frame.to_numpy(dtype=np.float64)  # (to_numeric would return them as they are)
     return frame.apply(pd.to_numeric, errors="coerce").astype("float64").to_numpy()
 
 
