@@ -31,6 +31,9 @@ def _audit_many(folders: list[Path], db: str, verbose: bool = False) -> int:
         outcome = run_audit(folder, db_path=db, verbose=verbose)
         if outcome.reused:
             print(f"  unchanged inputs, reused cached results of: {', '.join(outcome.reused)}", flush=True)
+        if outcome.step_seconds:  # where the time went (bench/bench_scale.py reads this line)
+            print("  step seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in outcome.step_seconds.items()),
+                  flush=True)
         if outcome.success and outcome.summary:
             rows.append(outcome.summary)
         else:

@@ -168,7 +168,11 @@ def validate_raw_examples(
     E = gx.expectations
     index = ["example_id", "row_number"]
     payload = {"text": ["text"], "image": ["image", "image_path"]}.get(modality, [])
-    base = examples.copy()
+    # only the columns the suite reads go to GE (it copies, pickles and hashes its frame): a tabular
+    # frame's feature columns are checked below as one count
+    base = examples[[c for c in ("example_id", "row_number", "tags", *payload) if c in examples.columns]].copy()
+    if "tags" in base:  # the tags themselves are checked per distinct tag below; here only that the column exists
+        base["tags"] = [len(t) if isinstance(t, (list, tuple, np.ndarray)) else 0 for t in base["tags"]]
     n = len(base)
     exps: list[Any] = [E.ExpectColumnToExist(column=c) for c in ["example_id", "row_number", "tags", *payload]]
     exps += [
@@ -212,13 +216,16 @@ def validate_raw_examples(
     tags = tags.rename(columns={"tags": "tag"}).reset_index(drop=True)
     counts = pd.DataFrame({"tag": list(classes)})
     counts["n_examples_with_tag"] = counts["tag"].map(tags["tag"].value_counts()).fillna(0).astype(int)
-    unknown = sorted(set(tags["tag"]) - set(classes))
+    unknown = sorted(set(pd.unique(tags["tag"]).tolist()) - set(classes))  # not a Python loop over N x tags
+    # GE validates one row per distinct tag (its first (example, tag) row), not the N x tags rows: a failure is
+    # restated below over every offending row (count, first SAMPLE_SIZE rows)
+    distinct_tags = tags.drop_duplicates("tag").reset_index(drop=True)
     unused = counts.loc[counts["n_examples_with_tag"] == 0, "tag"].tolist()
     n_tagged = int(sum(bool(len(t)) for t in examples["tags"])) if "tags" in examples else 0
     presence = pd.DataFrame({"n_examples_with_any_tag": [n_tagged]})
     frames = [
         ("raw_examples", base, exps, index, messages),
-        ("raw_tags", tags, [E.ExpectColumnValuesToBeInSet(column="tag", value_set=list(classes))], index,
+        ("raw_tags", distinct_tags, [E.ExpectColumnValuesToBeInSet(column="tag", value_set=list(classes))], index,
          {"expect_column_values_to_be_in_set": f"tag(s) {_few(unknown)} are not among the classes "
                                                f"{_few(list(classes))}"}),
         ("class_counts", counts,
@@ -231,8 +238,8 @@ def validate_raw_examples(
                "nothing to learn or audit") if n else "no example carries any tag: there are no examples"}),
     ]
     if modality == "tabular" and n:
-        feature_columns = [c for c in base.columns if c not in ("example_id", "row_number", "tags")]
-        usable = [c for c in feature_columns if base[c].notna().any()]
+        feature_columns = [c for c in examples.columns if c not in ("example_id", "row_number", "tags")]
+        usable = [c for c in feature_columns if examples[c].notna().any()]
         frames.append((
             "feature_columns", pd.DataFrame({"n_usable_feature_columns": [len(usable)]}),
             [E.ExpectColumnValuesToBeBetween(column="n_usable_feature_columns", min_value=1)], [],
@@ -240,6 +247,13 @@ def validate_raw_examples(
                  f"no usable feature column: every one of {_few(feature_columns)} is empty"},
         ))
     failures, n = _validate(frames)
+    if unknown:  # the unknown-tag failure over all offending rows, as if GE had seen every (example, tag) row
+        offending = tags[tags["tag"].isin(unknown)]
+        sample = [{**{c: r[c] for c in index if c in offending}, "tag": r["tag"]}
+                  for r in offending.head(SAMPLE_SIZE).to_dict("records")]
+        failures = [GateFailure(f.expectation, f.column, len(offending), sample, f.observed, f.message)
+                    if f.column == "tag" and f.expectation == "expect_column_values_to_be_in_set" else f
+                    for f in failures]
     return GateResult("raw_examples", not failures, failures, n, context=source)
 
 

@@ -460,6 +460,16 @@ def _number(value: Any) -> tuple[str, float]:
     return "other", np.nan
 
 
+class _FloatReprs:
+    """``shown[i]`` = ``repr(float(values[i]))``, made on demand."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+    def __getitem__(self, i: int) -> str:
+        return repr(float(self.values[i]))
+
+
 def _feature_column(series: pd.Series, name: str) -> tuple[pd.Series, dict[int, str]]:
     """A feature column as the model should see it, and the problems of its cells by row.
 
@@ -472,7 +482,7 @@ def _feature_column(series: pd.Series, name: str) -> tuple[pd.Series, dict[int, 
     problems: dict[int, str] = {}
     if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
         values = pd.to_numeric(series, errors="coerce").astype("float64").to_numpy(copy=True)
-        shown = [repr(float(v)) for v in values]
+        shown = _FloatReprs(values)  # a cell's repr only when a problem names it (not N reprs per column)
         kinds = None
     else:
         cells = series.tolist()
@@ -515,6 +525,7 @@ def _feature_column(series: pd.Series, name: str) -> tuple[pd.Series, dict[int, 
 def load_examples(
     manifest: DatasetManifest,
     check_image: Callable[[Path], str | None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> IngestResult:
     """Read the source and split its rows into usable examples and quarantined rows.
 
@@ -524,6 +535,8 @@ def load_examples(
     feature is not a number, infinite or beyond :data:`MAX_ABS_VALUE`; a CSV row with fewer fields than
     the header; a JSONL record without one of the manifest's columns. Image paths that leave the dataset
     folder are kept and fail the raw-examples gate instead, like unknown tags and duplicate ids.
+    ``progress(cells_done, cells_total)`` after each checked column of the source (ids, labels, the payload
+    or each feature column; images every 256 rows): N cells per column.
     """
     source = _read(manifest)
     frame = source.frame
@@ -533,6 +546,14 @@ def load_examples(
         from dq_pipeline.embed.image import check_image as check_image  # lazy: pulls in PIL
 
     n = len(frame)
+    passes = 2 + (len(features) if manifest.modality == "tabular" else 1)  # ids, labels, payload column(s)
+    cells = [0]
+
+    def advance(rows: int) -> None:
+        cells[0] += rows
+        if progress is not None:
+            progress(min(cells[0], n * passes), n * passes)
+
     problems: list[list[str]] = [[] for _ in range(n)]
     for i, problem in source.row_problems.items():
         problems[i].append(problem)
@@ -552,6 +573,7 @@ def load_examples(
                 ids.append(str(v).strip())
     else:
         ids = [str(i) for i in range(n)]
+    advance(n)
 
     tags = []
     for i, v in enumerate(frame[manifest.labels_column].tolist()):
@@ -560,6 +582,7 @@ def load_examples(
             problems[i].append(f"labels column {manifest.labels_column!r} {problem}")
         tags.append(row_tags)
     examples = pd.DataFrame({"example_id": ids, "row_number": row_numbers, "tags": tags})
+    advance(n)
 
     if manifest.modality == "text":
         column = manifest.text_column
@@ -573,6 +596,7 @@ def load_examples(
                 problems[i].append(f"text column {column!r} holds {len(str(t)):,} characters, more than "
                                    f"{MAX_TEXT_CHARS:,} ({_shown(str(t)[:40])}...)")
         examples["text"] = ["" if _is_missing(t) or isinstance(t, _CONTAINERS) else str(t) for t in texts]
+        advance(n)
     elif manifest.modality == "image":
         column = manifest.image_column
         rel_paths, abs_paths = [], []
@@ -588,6 +612,8 @@ def load_examples(
             rel_paths.append(rel)
             abs_paths.append((manifest.folder / rel).resolve() if rel else None)
         for i, (rel, path) in enumerate(zip(rel_paths, abs_paths)):
+            if i % 256 == 255:
+                advance(256)
             if problems[i] or path is None or not path.is_relative_to(manifest.folder):
                 continue  # escaping paths fail the gate instead
             try:
@@ -598,6 +624,7 @@ def load_examples(
                 problems[i].append(f"{column}={rel!r}: {problem}")
         examples["image"] = rel_paths
         examples["image_path"] = [str(p) if p else "" for p in abs_paths]
+        advance(n % 256)
     else:
         payload = frame[features].copy()
         for column in features:
@@ -612,6 +639,7 @@ def load_examples(
                 payload[column], column_problems = _feature_column(payload[column], str(column))
                 for i, problem in column_problems.items():
                     problems[i].append(problem)
+            advance(n)
         examples = pd.concat([examples, payload.reset_index(drop=True)], axis=1)
 
     where = _row_namer(manifest.source.name, source.lines)
@@ -625,7 +653,8 @@ def load_examples(
             "reason": [reasons[i] for i in np.flatnonzero(bad)],
         }
     )
-    examples = examples.loc[~bad].reset_index(drop=True)
+    if bad.any():  # else the frame as it is (a 1M-row tabular frame is not copied once more)
+        examples = examples.loc[~bad].reset_index(drop=True)
     if manifest.classes:
         classes = list(manifest.classes)
     else:
@@ -649,15 +678,27 @@ def tags_matrix(tags: Iterable[list[str]], classes: list[str]) -> np.ndarray:
     index = {c: k for k, c in enumerate(classes)}
     rows = list(tags)
     out = np.zeros((len(rows), len(classes)), dtype=np.uint8)
-    for i, row in enumerate(rows):
-        for t in row:
-            if t not in index:
-                raise ValueError(f"example {i}: tag {t!r} is not one of the classes {classes}")
-            out[i, index[t]] = 1
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    flat = [t for row in rows for t in row]
+    codes = np.fromiter((index.get(t, -1) for t in flat), dtype=np.int64, count=len(flat))
+    if (codes < 0).any():  # the first unknown tag, in row order
+        j = int(np.flatnonzero(codes < 0)[0])
+        i = int(np.searchsorted(np.cumsum(lengths), j, side="right"))
+        raise ValueError(f"example {i}: tag {flat[j]!r} is not one of the classes {classes}")
+    out[np.repeat(np.arange(len(rows)), lengths), codes] = 1
     return out
 
 
 def tags_from_matrix(matrix: np.ndarray, classes: list[str]) -> list[list[str]]:
     """Inverse of :func:`tags_matrix`: (N, K) 0/1 -> list of tag lists in ``classes`` order."""
-    names = np.asarray(classes, dtype=object)
-    return [list(names[np.flatnonzero(row)]) for row in np.asarray(matrix, dtype=bool)]
+    M = np.asarray(matrix, dtype=bool)
+    if M.ndim != 2:
+        raise ValueError(f"expected an (N, K) tag matrix, got shape {M.shape}")
+    _, cols = np.nonzero(M)  # row-major: each row's tags in classes order, rows in order
+    names = np.asarray(classes, dtype=object)[cols].tolist() if len(classes) else []
+    ends = np.cumsum(M.sum(axis=1)).tolist()
+    out, start = [], 0
+    for end in ends:
+        out.append(names[start:end])
+        start = end
+    return out

@@ -93,6 +93,11 @@ def _update(digest: Any, part: Any) -> None:
             if values.dtype == object:  # lists (tags), mixed objects: hash their text form
                 values = values.map(repr)
             _update(digest, pd.util.hash_pandas_object(values, index=False).to_numpy())
+    elif isinstance(part, (list, tuple)) and len(part) > 64 and all(type(item) is str for item in part):
+        # many strings (ids, exact-duplicate keys): one JSON encoding (escapes make it unambiguous), not
+        # one tagged update per item
+        digest.update(f"strs|{len(part)}|".encode())
+        digest.update(json.dumps(part if isinstance(part, list) else list(part)).encode())
     elif isinstance(part, (list, tuple)):
         digest.update(f"seq|{len(part)}|".encode())
         for item in part:

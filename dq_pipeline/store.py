@@ -598,6 +598,12 @@ def write_audit(db_path: str | Path, run: dict[str, Any], tables: dict[str, pd.D
     run_row = dict(run)
     run_row["config"] = json.dumps(run_row.get("config") or {}, default=str)
     with connect(db_path) as con:
+        if WRITE_MEMORY_LIMIT:  # DuckDB's default (80% of RAM) let a 1M-row audit's write hold ~3 GB
+            try:
+                con.execute(f"SET memory_limit = '{WRITE_MEMORY_LIMIT.replace(chr(39), '')}'")  # no quote inside
+            except duckdb.Error as exc:
+                raise StoreError(f"DuckDB memory limit {WRITE_MEMORY_LIMIT!r} (DQ_DUCKDB_WRITE_MEMORY) not usable: "
+                                 f"{exc}; give a size such as 1GB or 512MB") from exc
         con.execute("BEGIN TRANSACTION")
         try:
             retried = con.execute("SELECT count(*) FROM audit_runs WHERE dataset = ? AND run_id = ?",
@@ -632,6 +638,11 @@ def write_audit(db_path: str | Path, run: dict[str, Any], tables: dict[str, pd.D
                                  f"audit stays the latest): {exc}") from exc
             raise
 
+
+#: DuckDB ``memory_limit`` while an audit is written (its buffer pool; beyond it DuckDB writes blocks out to the
+#: file or its temp folder instead of keeping them in memory). ``$DQ_DUCKDB_WRITE_MEMORY`` overrides it; ''
+#: keeps DuckDB's default (80% of RAM).
+WRITE_MEMORY_LIMIT = os.environ.get("DQ_DUCKDB_WRITE_MEMORY", "512MB")
 
 #: Rows per INSERT of an audit table: a large frame (predictions N x K, examples) goes to DuckDB in
 #: slices / Arrow record batches of this many rows, never as one extra full copy.

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -35,9 +36,17 @@ def test_help_lists_commands():
 
 
 def test_audit_then_export_round_trip(flags_folder: Path, db_path: str, tmp_path: Path, capsys):
+    started = time.perf_counter()
     assert main(["audit", str(flags_folder), "--db", db_path]) == 0
+    wall = time.perf_counter() - started
     printed = capsys.readouterr().out
     assert "flags" in printed and "health_score" in printed and db_path in printed
+    # where the time went: every step of the run, in start order, from the run's own step events
+    line = next(li for li in printed.splitlines() if li.strip().startswith("step seconds: "))
+    steps = dict(part.rsplit(" ", 1) for part in line.split("step seconds: ", 1)[1].split(", "))
+    assert list(steps)[0] == "raw_examples" and {"features", "oof_probabilities", "label_issues",
+                                                 "curated", "curated_nothing_lost"} <= set(steps)
+    assert all(float(v) >= 0 for v in steps.values()) and sum(map(float, steps.values())) < wall
 
     out = tmp_path / "fixed.csv"
     assert main(["export", "flags", "--out", str(out), "--data-dir", str(flags_folder.parent), "--db", db_path]) == 0

@@ -88,3 +88,26 @@ def test_prediction_rows_match_the_row_major_table() -> None:
     assert (frame["given"].to_numpy() == Y.reshape(-1)).all()
     assert (frame["probability"].to_numpy() == P.astype(np.float64).reshape(-1)).all()
     assert sum(b.num_rows for b in rows.to_batches(max_chunksize=10)) == 92  # 2 examples (8 rows) per batch
+
+
+def test_the_write_runs_under_duckdbs_memory_limit_and_larger_than_it(db_path: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """write_audit caps DuckDB's buffer pool (``WRITE_MEMORY_LIMIT``); an audit larger than the cap is still
+    written whole (DuckDB writes blocks out instead of holding them), and '' keeps DuckDB's own default."""
+    monkeypatch.setattr(store, "WRITE_MEMORY_LIMIT", "32MB")
+    n, k = 20_000, 40  # 800k prediction rows with their strings: well beyond 32 MB in memory
+    tables, Y, P, ids = _tables(n, k)
+    tables["examples"]["payload"] = ["p" * 2000] * n  # 40 MB of payload text
+    store.write_audit(db_path, _run("big", n), tables)
+    with store.connect(db_path, read_only=True) as con:
+        assert con.execute("SELECT count(*), sum(probability) FROM predictions WHERE run_id = 'big'").fetchone() == \
+            pytest.approx((n * k, float(P.astype(np.float64).sum())))
+        assert con.execute("SELECT count(*), min(length(payload)) FROM examples WHERE run_id = 'big'").fetchone() == \
+            (n, 2000)
+    monkeypatch.setattr(store, "WRITE_MEMORY_LIMIT", "plenty")  # the limit is really applied: a bad one is refused
+    with pytest.raises(store.StoreError, match="'plenty' .DQ_DUCKDB_WRITE_MEMORY. not usable"):
+        store.write_audit(db_path, _run("bad", 10), _tables(10, 3)[0])
+    monkeypatch.setattr(store, "WRITE_MEMORY_LIMIT", "")
+    store.write_audit(db_path, _run("default", 10), _tables(10, 3)[0])
+    with store.connect(db_path, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM examples WHERE run_id = 'default'").fetchone() == (10,)

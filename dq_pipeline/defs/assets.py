@@ -136,7 +136,7 @@ def raw_examples(
         raise dg.Failure(description=f"cannot write the audit: {exc}") from exc
     manifest = load_manifest(datasets.folder(context.partition_key))
     digest = source_digest(manifest)
-    result = load_examples(manifest)
+    result = load_examples(manifest, progress=_progress(context, f"reading {manifest.source.name}", "cells"))
     if source_digest(manifest) != digest:
         raise dg.Failure(description=f"{manifest.source} changed while it was being read; audit it again")
     context.log.info(
@@ -169,7 +169,7 @@ def features(
     cached by content and model, so an unchanged dataset skips the model on re-audit. With the ``ray``
     resource's ``address`` set, the rows are sharded across a Ray actor pool (same vectors)."""
     from dq_pipeline.embed.cache import EmbeddingCache, file_keys
-    from dq_pipeline.issues.duplicates import row_key, text_key
+    from dq_pipeline.issues.duplicates import text_key
 
     ex = raw_examples.examples
     modality = raw_examples.manifest.modality
@@ -192,11 +192,11 @@ def features(
         keys = file_keys(settings.image_model, list(ex["image_path"]))  # same bytes <=> same key
         metric, model_name = "cosine", settings.image_model
     else:
-        from dq_pipeline.embed.tabular import featurize_tabular
+        from dq_pipeline.embed.tabular import featurize_tabular, row_keys
 
         columns = [c for c in ex.columns if c not in ("example_id", "row_number", "tags")]
         X = featurize_tabular(ex, columns)
-        metric, keys, model_name = "euclidean", [row_key(r) for r in X], "ColumnTransformer"
+        metric, keys, model_name = "euclidean", row_keys(X), "ColumnTransformer"  # = row_key of each row
     elapsed = time.perf_counter() - t0
     context.add_output_metadata({
         "model": model_name,

@@ -27,6 +27,7 @@ class AuditOutcome:
     summary: dict[str, Any] | None = None
     materialized: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)  # steps served from the result cache
+    step_seconds: dict[str, float] = field(default_factory=dict)  # step key -> seconds, in execution order
 
     def reason(self) -> str:
         return "\n".join(self.gate_failures + self.errors) or "unknown failure"
@@ -126,6 +127,25 @@ def run_audit(
     reused = [m.asset_key.to_user_string() for m in materializations if _hit(m.metadata)]
     reused += [e.check_name for e in result.get_asset_check_evaluations() if _hit(e.metadata)]
     outcome.reused = sorted(set(reused))
+    outcome.step_seconds = step_seconds(instance, result.run_id)
     if "curated" in outcome.materialized:
         outcome.summary = result.output_for_node("curated")
     return outcome
+
+
+def step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
+    """Seconds each step of run ``run_id`` took (STEP_START to STEP_SUCCESS / STEP_FAILURE in the run's event
+    log), in the order the steps started; steps that never finished are left out."""
+    started: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    ends = (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE)
+    kinds = {dg.DagsterEventType.STEP_START, *ends}
+    for record in instance.get_records_for_run(run_id, of_type=kinds).records:
+        event = record.event_log_entry.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            started[event.step_key] = record.timestamp
+        elif event.event_type in ends and event.step_key in started:
+            seconds[event.step_key] = round(record.timestamp - started[event.step_key], 3)
+    return {k: seconds[k] for k in started if k in seconds}

@@ -42,6 +42,8 @@ def _is_numeric(series: pd.Series) -> bool:
 def _to_float(x: pd.DataFrame | np.ndarray) -> np.ndarray:
     """Numeric block -> float64 with NaN for missing (handles pandas nullable dtypes / pd.NA)."""
     frame = pd.DataFrame(x)
+    if all(isinstance(d, np.dtype) and d.kind in "fiu" for d in frame.dtypes):  # plain numpy numbers: one copy
+        return frame.to_numpy(dtype=np.float64)  # (to_numeric would return them as they are)
     return frame.apply(pd.to_numeric, errors="coerce").astype("float64").to_numpy()
 
 
@@ -310,3 +312,21 @@ def fit_tabular_transformer(
     with np.errstate(over="ignore", invalid="ignore"):
         transformer.fit(frame[columns])
     return transformer, columns
+
+
+def row_keys(X: np.ndarray, chunk_rows: int = 65_536) -> list[str]:
+    """Exact-duplicate key of each row of X (N, D): the same hex SHA-1 as
+    :func:`dq_pipeline.issues.duplicates.row_key` gives row by row (float64 bytes, ``-0.0`` as ``0.0``, one
+    NaN bit pattern), normalised in blocks of ``chunk_rows`` rows instead of one small array per row."""
+    import hashlib
+
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"X must be (N, D), got shape {X.shape}")
+    keys: list[str] = []
+    sha1 = hashlib.sha1
+    for start in range(0, len(X), chunk_rows):
+        block = np.ascontiguousarray(np.asarray(X[start:start + chunk_rows], dtype=np.float64) + 0.0)
+        block[np.isnan(block)] = np.nan  # one NaN bit pattern, as row_key's np.where(isnan, nan, row)
+        keys += [sha1(row).hexdigest() for row in block]
+    return keys
