@@ -42,9 +42,15 @@ def _audit_many(folders: list[Path], db: str, verbose: bool = False) -> int:
     if rows:
         print()
         _print_table(rows)
-    print(f"\nDuckDB: {Path(db).resolve()}  (tables: audit_runs, examples, tag_issues, predictions, "
-          "class_summary, quarantine, curated_labels; views latest_*)")
+    print(f"\nDuckDB: {Path(db).resolve()}  (tables: {', '.join(_audit_tables())}; views latest_*)")
     return 1 if failed else 0
+
+
+def _audit_tables() -> list[str]:
+    """The tables an audit writes or reads, as the store defines them (reviews: the review app's decisions)."""
+    from dq_pipeline.store import ADDED_TABLES, TABLES
+
+    return [*TABLES, *ADDED_TABLES, "reviews"]
 
 
 def _manifest_problem(folder: Path) -> str | None:

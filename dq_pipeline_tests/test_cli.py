@@ -47,6 +47,14 @@ def test_audit_then_export_round_trip(flags_folder: Path, db_path: str, tmp_path
     assert list(steps)[0] == "raw_examples" and {"features", "oof_probabilities", "label_issues",
                                                  "curated", "curated_nothing_lost"} <= set(steps)
     assert all(float(v) >= 0 for v in steps.values()) and sum(map(float, steps.values())) < wall
+    # the closing line names exactly the tables the DuckDB file holds
+    listed = set(next(li for li in printed.splitlines() if li.startswith("DuckDB: "))
+                 .split("(tables: ", 1)[1].split(";", 1)[0].split(", "))
+    import duckdb
+    with duckdb.connect(db_path, read_only=True) as con:
+        held = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'")
+                .fetchall()} - {"schema_version"}
+    assert listed == held
 
     out = tmp_path / "fixed.csv"
     assert main(["export", "flags", "--out", str(out), "--data-dir", str(flags_folder.parent), "--db", db_path]) == 0
