@@ -214,6 +214,9 @@ def build_neighbour_graph(
         def search_progress(done: int, total: int) -> None:
             progress(n if done >= total else n // 2 + done // 2, n)
     indices, distances = _search_all(index, Z, Z32, k, metric, search_progress)
+    short = np.flatnonzero(~np.isfinite(distances).all(axis=1))
+    if len(short):  # the approximate search returned fewer than k neighbours: search those rows exactly
+        indices[short], distances[short] = exact_neighbours(Z, short, k, metric, Z32=Z32)
     if method == "hnsw":
         recall = estimate_recall(Z, indices, distances, metric, seed=seed, Z32=Z32)
     return NeighbourGraph(indices, distances, metric, label, recall, time.perf_counter() - started)
@@ -234,9 +237,11 @@ def estimate_recall(Z: np.ndarray, indices: np.ndarray, distances: np.ndarray, m
 
 
 def radius_neighbours(Z: np.ndarray, rows: np.ndarray, radius: float, metric: str,
-                      block: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      block: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact float64 radius search: ``(row, col, distance)`` of every pair ``row`` in ``rows``, ``col != row``,
-    with distance <= ``radius`` over prepared ``Z``. Memory: ``block x N`` floats at a time."""
+    with distance <= ``radius`` over prepared ``Z``. Memory: ``block x N`` floats at a time (default: 16M
+    floats, 128 MB)."""
+    block = block or max(1, (16 << 20) // max(1, len(Z)))
     out_r, out_c, out_d = [], [], []
     rows = np.asarray(rows, dtype=np.int64)
     sq = (Z * Z).sum(axis=1) if metric == "euclidean" else None
