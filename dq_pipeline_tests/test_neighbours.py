@@ -79,27 +79,22 @@ def goemotions() -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 @pytest.fixture(scope="module")
 def miml() -> tuple[np.ndarray, np.ndarray]:
-    """First 200 bundled MIML photos (EfficientNet-Lite0 embeddings; near duplicates 37/41 and 39/43)."""
+    """First 120 bundled MIML photos (EfficientNet-Lite0 embeddings; near duplicates 37/41 and 39/43)."""
     from dq_pipeline.embed.image import embed_images_cached
 
-    rows = pd.read_csv(DATA / "miml_scenes" / "labels.csv", keep_default_na=False).iloc[:200]
+    rows = pd.read_csv(DATA / "miml_scenes" / "labels.csv", keep_default_na=False).iloc[:120]
     X = embed_images_cached([DATA / "miml_scenes" / p for p in rows["image"]], cache=_cache())
     return X, _multi_hot(rows["labels"])
 
 
-def _datasets(request, goemotions, miml, emotions_xy) -> tuple[np.ndarray, np.ndarray, str]:
-    name = request.param
-    if name == "goemotions":
-        return goemotions[0], goemotions[1], "cosine"
-    if name == "miml":
-        return miml[0], miml[1], "cosine"
-    X, Y = emotions_xy
-    return X, Y, "euclidean"
-
-
 @pytest.fixture(params=["goemotions", "miml", "emotions"])
-def data(request, goemotions, miml, emotions_xy):
-    return _datasets(request, goemotions, miml, emotions_xy)
+def data(request) -> tuple[np.ndarray, np.ndarray, str]:
+    """(X, Y, metric) of one bundled dataset (only the one asked for is embedded)."""
+    if request.param == "emotions":
+        X, Y = request.getfixturevalue("emotions_xy")
+        return X, Y, "euclidean"
+    X, Y = request.getfixturevalue(request.param)[:2]
+    return X, Y, "cosine"
 
 
 #: sklearn's euclidean distances use |x|^2 + |y|^2 - 2 x.y (relative error ~1e-13); the graph's are |x - y|
