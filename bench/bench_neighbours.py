@@ -14,7 +14,7 @@ rows (the chosen method and hnswlib).
 Libraries (k = 15 neighbours, the graph's k; each run in its own process for its peak RSS):
 ``sklearn brute`` (today: ``NearestNeighbors(metric=...).kneighbors()``, float64); ``faiss exact`` and
 ``faiss hnsw`` (:func:`dq_pipeline.neighbours.build_neighbour_graph`, float32 search + float64 re-ranking);
-``hnswlib`` (M=32, ef_construction=80, ef=96, float32, no re-ranking); ``pynndescent`` (defaults,
+``hnswlib`` (the same M=16, ef_construction=80, ef=96 as faiss hnsw; float32, no re-ranking); ``pynndescent`` (defaults,
 n_neighbors=16; its first call includes numba compilation, reported separately when measurable).
 Recall@10/15 is tie-aware against the exact graph (a returned neighbour counts when its float64 distance is
 at most the exact 10th/15th; on 1M rows: :data:`RECALL_SAMPLE` random rows searched exactly).
@@ -109,7 +109,7 @@ def run_method(lib: str, path: str, metric: str, out: str) -> None:
 
         Z = X / np.linalg.norm(X, axis=1, keepdims=True) if metric == "cosine" else X
         index = hnswlib.Index(space="ip" if metric == "cosine" else "l2", dim=X.shape[1])
-        index.init_index(max_elements=n, M=32, ef_construction=80, random_seed=0)
+        index.init_index(max_elements=n, M=16, ef_construction=80, random_seed=0)
         index.add_items(Z, np.arange(n))
         index.set_ef(96)
         cand, _ = index.knn_query(Z, k=K + 1)

@@ -33,7 +33,7 @@ PAIR_BLOCK: int = 2 << 20
 #: Extra float32 candidates fetched per row before the float64 re-ranking.
 EXTRA_CANDIDATES: int = 8
 #: HNSW parameters (faiss ``IndexHNSWFlat``): links per node, build and search beam widths.
-HNSW_M: int = 32
+HNSW_M: int = 16
 HNSW_EF_CONSTRUCTION: int = 80
 HNSW_EF_SEARCH: int = 96
 #: Query rows whose exact neighbours estimate an approximate graph's recall.
