@@ -367,7 +367,7 @@ def main() -> None:
     old_total = det["old_votes_s"] + det["old_outliers_s"] + det["old_near_s"]
     new_total = det["new_graph_s"] + det["new_read_s"]
     cols = ["data", "library", "seconds", "speedup_vs_sklearn", "rows_per_s", "peak_rss_mb", "rss_above_data_mb",
-            "recall@10", "recall@15", "recall_estimate", "compile_s", "error"]
+            "recall@10", "recall@15", "recall_estimate", "compile_s", "error", "method"]
     text = f"""# Neighbour graph: libraries, and the three kNN detectors old vs new
 
 Written by `bench/bench_neighbours.py` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC,
