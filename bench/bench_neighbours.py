@@ -399,8 +399,9 @@ New / old time: **{new_total / old_total:.3f}** ({old_total / new_total:.1f}x fa
 Agreement old vs new (same data):
 - outlier flags: old {det['outlier_flags_old']}, new {det['outlier_flags_new']}, both {det['outlier_flags_both']};
   k-NN mean distance max |old - new| = {det['knn_distance_max_abs_diff']:.2e}
-- tag votes: share of rows with identical votes = {det['votes_rows_equal']:.5f} (differences only where
-  neighbours tie at the 15th distance: exact duplicates, whose order among equals is arbitrary)
+- tag votes: share of rows with identical votes = {det['votes_rows_equal']:.5f} (rows whose 15th neighbour
+  ties with the 16th, e.g. duplicate texts, may differ: order among equals; the tests check that only those differ
+  on the bundled sample, this run does not)
 - near-duplicate groups: old {det['dup_groups_old']}, new {det['dup_groups_new']}, identical {det['dup_groups_same']};
   members old {det['dup_members_old']}, new {det['dup_members_new']}; score max |old - new| =
   {det['dup_score_max_abs_diff']:.2e} (old: float32 distances of float32 embeddings; new: float64)
