@@ -67,6 +67,7 @@ ALLOWED_DATACLASSES: dict[str, tuple[str, str]] = {
     "dq_pipeline.model.OutOfFold": ("dq_pipeline.model", "OutOfFold"),
     "dq_pipeline.expectations.GateResult": ("dq_pipeline.expectations", "GateResult"),
     "dq_pipeline.expectations.GateFailure": ("dq_pipeline.expectations", "GateFailure"),
+    "dq_pipeline.neighbours.NeighbourGraph": ("dq_pipeline.neighbours", "NeighbourGraph"),
 }
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")

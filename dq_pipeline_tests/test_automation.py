@@ -15,7 +15,7 @@ from dq_pipeline_tests.conftest import DATA
 def test_definitions_load_with_every_asset_and_gate():
     keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
     assert keys == {"raw_examples", "features", "oof_probabilities", "label_issues", "ambiguous_examples",
-                    "outliers", "near_duplicates", "curated", "tagger"}
+                    "outliers", "near_duplicates", "curated", "tagger", "neighbour_graph"}
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
     assert checks == {"raw_examples_gate", "features_gate", "probabilities_gate", "nothing_lost", "regression"}
     assert defs.resolve_job_def("audit") is not None

@@ -24,6 +24,7 @@ from dq_pipeline.ingest import load_examples, tags_matrix
 from dq_pipeline.issues.base import DetectorResult
 from dq_pipeline.manifest import DatasetManifest, load_manifest
 from dq_pipeline.metadata import detector_metadata, markdown_table
+from dq_pipeline.neighbours import NeighbourGraph
 
 GROUP = "audit"
 T = TypeVar("T")
@@ -269,10 +270,38 @@ def oof_probabilities(
     return preds
 
 
+@dg.asset(partitions_def=dataset_partitions, group_name=GROUP, kinds={"python", "numpy"})
+def neighbour_graph(context: dg.AssetExecutionContext, features: Features, settings: AuditSettings) -> NeighbourGraph:
+    """Each example's k nearest other examples in feature space (cosine for embeddings, euclidean for
+    tabular features), searched once per audit and read by the label-issue votes, the outliers and the near
+    duplicates. Exact (faiss brute force in blocks) up to a size, HNSW (approximate, with its measured
+    recall) above; setting ``neighbour_method``."""
+    from dq_pipeline.issues.label_issues import DEFAULT_N_NEIGHBORS
+    from dq_pipeline.neighbours import build_neighbour_graph
+
+    k = max(DEFAULT_N_NEIGHBORS, settings.outlier_neighbors)
+    started = time.perf_counter()
+    graph, key, hit = reuse(
+        context, settings, "neighbour_graph", [features.fingerprint, k, settings.neighbour_method, settings.seed],
+        lambda: build_neighbour_graph(features.X, k=k, metric=features.metric, method=settings.neighbour_method,
+                                      progress=_progress(context, "neighbour graph", "rows"), seed=settings.seed),
+    )
+    context.add_output_metadata({
+        "method": graph.method,
+        "k": graph.k,
+        "metric": graph.metric,
+        "recall": round(graph.recall, 4) if graph.recall is not None else None,
+        "build_seconds": round(graph.seconds, 2),
+        "median_nearest_distance": float(np.median(graph.distances[:, 0])) if graph.k else None,
+        **cache_metadata(key, hit, started),
+    })
+    return graph
+
+
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP)
 def label_issues(
     context: dg.AssetExecutionContext, oof_probabilities: Predictions, raw_examples: RawDataset,
-    features: Features, settings: AuditSettings,
+    features: Features, settings: AuditSettings, neighbour_graph: NeighbourGraph,
 ) -> DetectorResult:
     """Label quality per example (0-1, low = likely wrong), the expected share of wrongly tagged examples
     (with a 90% interval), about that many flagged examples (the lowest scores) and a suggested tag set for
@@ -291,7 +320,7 @@ def label_issues(
 
     return _detector(context, settings, "label_issues",
                      [p.fingerprint, features.fingerprint, raw_examples.fingerprint, settings.label_method,
-                      settings.seed], compute)
+                      settings.seed, neighbour_graph.fingerprint], compute)
 
 
 def label_rules_metadata(result: DetectorResult, preds: Predictions) -> dict[str, Any]:
@@ -337,43 +366,45 @@ def ambiguous_examples(
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP)
 def outliers(
     context: dg.AssetExecutionContext, features: Features, raw_examples: RawDataset,
-    oof_probabilities: Predictions, settings: AuditSettings,
+    oof_probabilities: Predictions, settings: AuditSettings, neighbour_graph: NeighbourGraph,
 ) -> DetectorResult:
     """Examples far from the rest in feature space: mean distance to the k nearest neighbours
-    (cosine for embeddings, euclidean for standardised tabular features); 0-1, low = outlier."""
+    (cosine for embeddings, euclidean for standardised tabular features; from the neighbour graph);
+    0-1, low = outlier."""
     from dq_pipeline.issues.outliers import find_outliers
 
     def compute() -> tuple[DetectorResult, dict[str, Any]]:
         result = find_outliers(features.X, n_neighbors=settings.outlier_neighbors, metric=features.metric,
                                method=settings.outlier_method, z_threshold=settings.outlier_z_threshold,
-                               iqr_factor=settings.outlier_iqr_factor,
-                               progress=_progress(context, "neighbour search", "rows"))
+                               iqr_factor=settings.outlier_iqr_factor, graph=neighbour_graph)
         return result, detector_metadata("outliers", result, raw_examples, oof_probabilities)
 
     return _detector(context, settings, "outliers",
                      [features.fingerprint, raw_examples.fingerprint, oof_probabilities.fingerprint,
                       settings.outlier_neighbors, settings.outlier_iqr_factor, settings.outlier_method,
-                      settings.outlier_z_threshold], compute)
+                      settings.outlier_z_threshold, neighbour_graph.fingerprint], compute)
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP)
 def near_duplicates(
     context: dg.AssetExecutionContext, features: Features, raw_examples: RawDataset,
-    oof_probabilities: Predictions, settings: AuditSettings,
+    oof_probabilities: Predictions, settings: AuditSettings, neighbour_graph: NeighbourGraph,
 ) -> DetectorResult:
     """Groups of (almost) the same item: exact duplicates (same file bytes, normalised text or feature
-    row) and near ones (embedding distance). A group whose members carry different tags is a conflict."""
+    row) and near ones (embedding distance, from the neighbour graph; rows with more near neighbours than
+    the graph holds get an exact radius search). A group whose members carry different tags is a conflict."""
     from dq_pipeline.issues.duplicates import find_near_duplicates
 
     def compute() -> tuple[DetectorResult, dict[str, Any]]:
         near = features.metric == "cosine"  # tabular rows: exact duplicates only
         result = find_near_duplicates(features.X, oof_probabilities.Y, exact_keys=features.exact_keys,
-                                      threshold=settings.duplicate_threshold, metric=features.metric, near=near)
+                                      threshold=settings.duplicate_threshold, metric=features.metric, near=near,
+                                      graph=neighbour_graph if near else None)
         return result, detector_metadata("near_duplicates", result, raw_examples, oof_probabilities)
 
     return _detector(context, settings, "near_duplicates",
                      [features.fingerprint, raw_examples.fingerprint, oof_probabilities.fingerprint,
-                      settings.duplicate_threshold], compute)
+                      settings.duplicate_threshold, neighbour_graph.fingerprint], compute)
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP, kinds={"duckdb"}, pool=DUCKDB_POOL)
@@ -491,7 +522,7 @@ def _history_metadata(db_path: str, dataset: str, diff: Any, pruned: list[str]) 
 
 
 AUDIT_ASSETS = [raw_examples, features, oof_probabilities, label_issues, ambiguous_examples, outliers,
-                near_duplicates, curated]
+                near_duplicates, curated, neighbour_graph]
 
 
 # ------------------------------------------------------------------------------------------- tagger

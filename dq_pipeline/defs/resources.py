@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from pydantic import Field
 
-from dq_pipeline import model, store
+from dq_pipeline import model, neighbours, store
 from dq_pipeline.issues import ambiguous, duplicates, label_issues, outliers
 from dq_pipeline.result_cache import ResultCache
 
@@ -84,6 +84,12 @@ class AuditSettings(dg.ConfigurableResource):
                                                    "log k-NN distance above its median")
     duplicate_threshold: float = Field(default=duplicates.DEFAULT_THRESHOLD,
                                        description="Near-duplicate cosine distance (embeddings)")
+    neighbour_method: str = Field(
+        default="auto",
+        description="Neighbour graph shared by the kNN detectors (label votes, outliers, near duplicates): "
+                    "'exact' (faiss brute force, blocks), 'hnsw' (faiss HNSW, approximate; its estimated recall "
+                    "is in the neighbour_graph asset's metadata) or 'auto' (exact up to "
+                    f"{neighbours.AUTO_EXACT_MAX_ROWS:,} rows, hnsw above)")
     exclude_outliers: bool = Field(default=False, description="Curation: exclude flagged outliers")
     keep_one_per_duplicate_group: bool = Field(
         default=False, description="Curation: keep only the first example of each duplicate group")

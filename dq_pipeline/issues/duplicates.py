@@ -6,21 +6,25 @@ feature vectors lie within ``threshold`` of each other (``near=True``). Groups a
 components of these links (``scipy.sparse.csgraph.connected_components``), so A~B and B~C put
 A, B and C in one group.
 
-The near-duplicate search never materialises an N x N matrix: distances are computed in
-row blocks by :func:`sklearn.metrics.pairwise_distances_chunked` (bounded by sklearn's
-``working_memory``) and only the pairs within the radius are kept.
+The near pairs come from the audit's shared neighbour graph (:mod:`dq_pipeline.neighbours`): the graph
+pairs within the radius, completed by an exact float64 radius search of the rows whose k-th neighbour is
+itself within the radius (members of a group larger than k), so with an exact graph the groups equal the
+all-pairs result (:func:`_near_pass`, kept as the reference) without an N x N pass.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from dq_pipeline.issues.base import DetectorResult
+
+if TYPE_CHECKING:
+    from dq_pipeline.neighbours import NeighbourGraph
 
 #: Default radius for near duplicates, in units of ``metric``. For ``"cosine"`` it is a cosine
 #: *distance* (1 - cosine similarity): 0.05 links pairs with similarity >= 0.95. Measured:
@@ -70,7 +74,9 @@ def _exact_edges(exact_keys: Sequence[Any], n: int) -> tuple[np.ndarray, np.ndar
 def _near_pass(
     X: np.ndarray, threshold: float, metric: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One chunked pass over pairwise distances: nearest-other distance and pairs <= threshold."""
+    """All-pairs reference (and the path of metrics the neighbour graph does not support): one chunked
+    pass over pairwise distances (sklearn ``pairwise_distances_chunked``): nearest-other distance and pairs
+    <= threshold."""
     from sklearn.metrics import pairwise_distances_chunked
 
     n = X.shape[0]
@@ -96,6 +102,40 @@ def _near_pass(
     return nearest, r.astype(np.intp), c.astype(np.intp)
 
 
+def near_pairs(
+    X: np.ndarray, threshold: float, metric: str, graph: NeighbourGraph | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(nearest, a, b)``: each row's nearest-other distance (N,) and the pairs ``a[i] < b[i]`` of rows of X
+    (N, D) within ``threshold``, from ``graph`` (built here when None). Rows whose k-th graph neighbour lies
+    within the radius may have more near rows: they get an exact radius search, so a group larger than k is
+    found whole."""
+    from dq_pipeline.neighbours import DEFAULT_K, METRICS, build_neighbour_graph, prepare, radius_neighbours
+
+    n = len(X)
+    if graph is None:
+        if metric not in METRICS:
+            return _near_pass(X, threshold, metric)
+        graph = build_neighbour_graph(X, k=DEFAULT_K, metric=metric, progress=progress)
+    if graph.metric != metric or len(graph) != n:
+        raise ValueError(f"the neighbour graph ({len(graph)} rows, {graph.metric}) does not match the "
+                         f"{n} rows / {metric} of the near-duplicate search")
+    if graph.k == 0:
+        empty = np.empty(0, dtype=np.intp)
+        return np.full(n, np.inf), empty, empty.copy()
+    nearest = graph.distances[:, 0].copy()
+    within = graph.distances <= threshold
+    r, j = np.nonzero(within)
+    a, b = r, graph.indices[r, j]
+    full = np.flatnonzero(within[:, -1]) if graph.k < n - 1 else np.empty(0, dtype=np.intp)
+    if len(full):  # more near rows than the graph holds: exact radius search of those rows only
+        ra, rb, _ = radius_neighbours(prepare(X, metric), full, threshold, metric)
+        a, b = np.concatenate([a, ra]), np.concatenate([b, rb])
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    pairs = np.unique(np.stack([lo, hi], axis=1), axis=0) if len(lo) else np.empty((0, 2), dtype=np.intp)
+    return nearest, pairs[:, 0].astype(np.intp), pairs[:, 1].astype(np.intp)
+
+
 def find_near_duplicates(
     X: np.ndarray | None,
     Y: np.ndarray,
@@ -104,6 +144,8 @@ def find_near_duplicates(
     threshold: float = DEFAULT_THRESHOLD,
     metric: str = DEFAULT_METRIC,
     near: bool = True,
+    graph: NeighbourGraph | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> DetectorResult:
     """Group exact and near-duplicate examples and flag groups with conflicting tags.
 
@@ -124,6 +166,11 @@ def find_near_duplicates(
         ``"euclidean"`` for standardised tabular features (and scale ``threshold``).
     near : bool, default True
         ``False`` skips the distance computation entirely (exact keys only).
+    graph : NeighbourGraph or None
+        The audit's shared neighbour graph of X (same ``metric``); None builds one (cosine/euclidean;
+        other metrics use the all-pairs pass). See :func:`near_pairs`.
+    progress : callable or None
+        ``progress(done, total)``: rows searched, when the graph is built here.
 
     Returns
     -------
@@ -163,9 +210,9 @@ def find_near_duplicates(
         if X is None:
             raise ValueError("near=True needs features X")
         Xf = np.asarray(X).reshape(n, -1)
-        if Xf.dtype not in (np.float32, np.float64):  # float32 embeddings stay float32 (2x faster)
+        if Xf.dtype not in (np.float32, np.float64):
             Xf = Xf.astype(np.float64)
-        nearest, a, b = _near_pass(Xf, threshold, metric)
+        nearest, a, b = near_pairs(Xf, threshold, metric, graph=graph, progress=progress)
         src.append(a)
         dst.append(b)
         if metric == "cosine":

@@ -44,12 +44,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from dq_pipeline.issues.base import DetectorResult
+
+if TYPE_CHECKING:
+    from dq_pipeline.neighbours import NeighbourGraph
 
 DEFAULT_METHOD = "ensemble"
 METHODS = ("ensemble", "cleanlab")
@@ -114,19 +117,26 @@ def self_confidence(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
     return np.where(Y, P, 1.0 - P)
 
 
-def knn_tag_votes(features: np.ndarray, Y: np.ndarray, n_neighbors: int = DEFAULT_N_NEIGHBORS) -> np.ndarray:
+def knn_tag_votes(features: np.ndarray | None, Y: np.ndarray, n_neighbors: int = DEFAULT_N_NEIGHBORS,
+                  graph: NeighbourGraph | None = None) -> np.ndarray:
     """(N, K) fraction of each example's ``n_neighbors`` nearest neighbours (cosine distance on
-    ``features`` (N, D), the example itself excluded) that carry each tag."""
-    from sklearn.neighbors import NearestNeighbors
+    ``features`` (N, D), the example itself excluded) that carry each tag.
+
+    Neighbours from ``graph`` (the audit's shared :class:`~dq_pipeline.neighbours.NeighbourGraph`; its own
+    metric, at least ``n_neighbors`` neighbours; ``features`` may then be None) when given, else from a cosine
+    graph built here (:func:`~dq_pipeline.neighbours.build_neighbour_graph`, ``method="auto"``)."""
+    from dq_pipeline.neighbours import build_neighbour_graph
 
     Y = np.asarray(Y, dtype=np.float64)
     n = len(Y)
     k = min(n_neighbors, n - 1)
     if k < 1:
         return Y.copy()
-    nn = NearestNeighbors(n_neighbors=k, metric="cosine").fit(np.asarray(features, dtype=np.float64))
-    idx = nn.kneighbors(return_distance=False)  # X=None: each point's neighbours without itself
-    return Y[idx].mean(axis=1)
+    if graph is None:
+        graph = build_neighbour_graph(features, k=k, metric="cosine")
+    if len(graph) != n or graph.k < k:
+        raise ValueError(f"the neighbour graph has {len(graph)} rows x {graph.k} neighbours; need {n} x {k}")
+    return Y[graph.indices[:, :k]].mean(axis=1)
 
 
 def neighbour_votes(Y: np.ndarray, neighbours: np.ndarray, n_neighbors: int = DEFAULT_N_NEIGHBORS) -> np.ndarray:

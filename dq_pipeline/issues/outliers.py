@@ -1,8 +1,8 @@
 """Outliers: examples far from their nearest neighbours in feature space.
 
-The raw statistic is the mean distance to the ``n_neighbors`` nearest *other* examples
-(sklearn ``NearestNeighbors.kneighbors()`` without a query, which leaves each point out of its
-own neighbourhood). It works for every modality: pass embeddings with ``metric="cosine"``
+The raw statistic is the mean distance to the ``n_neighbors`` nearest *other* examples, read from
+the audit's shared neighbour graph (:mod:`dq_pipeline.neighbours`; each point is left out of its own
+neighbourhood, float64 distances). It works for every modality: pass embeddings with ``metric="cosine"``
 (text, image) or standardised tabular features with ``metric="euclidean"``.
 
 How many to flag is *calibrated* on the data (default ``method="calibrated"``): the bulk of the
@@ -19,10 +19,14 @@ emotions/flags with planted junk) and reported on others (``bench/results/outlie
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dq_pipeline.issues.base import DetectorResult
+
+if TYPE_CHECKING:
+    from dq_pipeline.neighbours import NeighbourGraph
 
 DEFAULT_N_NEIGHBORS: int = 10
 #: Rows per neighbour search when progress is reported (:func:`knn_mean_distance`).
@@ -49,27 +53,48 @@ _MAD_TO_SD: float = 1.4826
 
 def knn_mean_distance(X: np.ndarray, *, n_neighbors: int = DEFAULT_N_NEIGHBORS,
                       metric: str = DEFAULT_METRIC,
-                      progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                      progress: Callable[[int, int], None] | None = None,
+                      graph: NeighbourGraph | None = None) -> np.ndarray:
     """Mean distance of each row of ``X`` (N, D) to its ``min(n_neighbors, N-1)`` nearest other rows.
 
-    Computed in float64 (float32 input is converted). Returns an (N,) float64 array; zeros when N < 2.
-    ``progress(done, total)``: rows searched so far (the search then runs in blocks of :data:`PROGRESS_BLOCK`
-    rows; the distances are the same).
+    From ``graph`` (a :class:`~dq_pipeline.neighbours.NeighbourGraph` of X with at least that many
+    neighbours and the same ``metric``) when given, else from one built here
+    (:func:`~dq_pipeline.neighbours.build_neighbour_graph`, ``method="auto"``; metrics other than cosine and
+    euclidean fall back to sklearn's brute force). Distances are float64. Returns an (N,) float64 array;
+    zeros when N < 2. ``progress(done, total)``: rows searched so far.
     """
+    from dq_pipeline.neighbours import METRICS, build_neighbour_graph
+
+    n = len(X) if graph is None else len(graph)
+    k = min(int(n_neighbors), n - 1)
+    if k < 1:
+        return np.zeros(n)
+    if graph is None:
+        if metric not in METRICS:
+            return _sklearn_knn_mean_distance(X, k, metric, progress)
+        graph = build_neighbour_graph(X, k=k, metric=metric, progress=progress)
+    _check_graph(graph, n, k, metric)
+    return graph.distances[:, :k].mean(axis=1)
+
+
+def _check_graph(graph: NeighbourGraph, n: int, k: int, metric: str) -> None:
+    if graph.metric != metric:
+        raise ValueError(f"the neighbour graph is {graph.metric}, the detector asked for {metric}")
+    if len(graph) != n or graph.k < k:
+        raise ValueError(f"the neighbour graph has {len(graph)} rows x {graph.k} neighbours; need {n} x {k}")
+
+
+def _sklearn_knn_mean_distance(X: np.ndarray, k: int, metric: str,
+                               progress: Callable[[int, int], None] | None) -> np.ndarray:
+    """Brute-force sklearn k-NN mean distance (metrics the neighbour graph does not support)."""
     from sklearn.neighbors import NearestNeighbors
 
     # float64: float32 embeddings would give float32 distances, whose ~1e-7 resolution makes hundreds of
     # distinct examples tie on 50k texts
     X = np.asarray(X, dtype=np.float64)
     n = X.shape[0]
-    k = min(int(n_neighbors), n - 1)
-    if k < 1:
-        return np.zeros(n)
     X = X.reshape(n, -1)
     nn = NearestNeighbors(n_neighbors=k, metric=metric).fit(X)
-    if progress is None:
-        dist, _ = nn.kneighbors()  # no query: each point is excluded from its own neighbours
-        return dist.mean(axis=1).astype(np.float64)
     out = np.empty(n, dtype=np.float64)
     for start in range(0, n, PROGRESS_BLOCK):
         rows = np.arange(start, min(start + PROGRESS_BLOCK, n))
@@ -80,7 +105,8 @@ def knn_mean_distance(X: np.ndarray, *, n_neighbors: int = DEFAULT_N_NEIGHBORS,
         keep = np.ones_like(own)
         keep[np.arange(len(rows)), drop] = False
         out[rows] = dist[keep].reshape(len(rows), k).mean(axis=1)
-        progress(int(rows[-1]) + 1, n)
+        if progress is not None:
+            progress(int(rows[-1]) + 1, n)
     return out
 
 
@@ -128,6 +154,7 @@ def find_outliers(
     contamination: float | None = DEFAULT_CONTAMINATION,
     iqr_factor: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    graph: NeighbourGraph | None = None,
 ) -> DetectorResult:
     """Flag examples whose k-NN mean distance is unusually large.
 
@@ -150,6 +177,9 @@ def find_outliers(
         Fence multiplier of ``method="iqr"`` (None = 3.0); ignored by the calibrated method.
     progress : callable or None
         ``progress(done, total)`` as the neighbour search goes (rows searched).
+    graph : NeighbourGraph or None
+        The audit's shared neighbour graph of X (same ``metric``, at least ``n_neighbors`` neighbours); None
+        builds one (:func:`~dq_pipeline.neighbours.build_neighbour_graph`).
 
     Returns
     -------
@@ -164,9 +194,8 @@ def find_outliers(
         ``null_center`` / ``null_scale`` (of log d) and ``expected_by_chance`` (examples the fitted null
         alone puts above the threshold, ``N * (1 - Phi(z_threshold))``: compare with ``n_outliers``).
     """
-    X = np.asarray(X)
-    n = X.shape[0]
-    d = knn_mean_distance(X, n_neighbors=n_neighbors, metric=metric, progress=progress)
+    n = len(X) if graph is None else len(graph)
+    d = knn_mean_distance(X, n_neighbors=n_neighbors, metric=metric, progress=progress, graph=graph)
     k_eff = max(0, min(int(n_neighbors), n - 1))
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")

@@ -97,11 +97,11 @@ def test_real_tabular_data_flags_a_small_fraction() -> None:
 def test_progress_searches_in_blocks_with_the_same_distances(monkeypatch: pytest.MonkeyPatch) -> None:
     """With a progress callback the neighbour search runs in blocks (reported as rows done / total) and gives
     the same distances, exact duplicates (more than k + 1 identical rows) included."""
-    import dq_pipeline.issues.outliers as outliers
+    import dq_pipeline.neighbours as neighbours
 
     rng = np.random.default_rng(3)
     X = np.vstack([rng.normal(size=(230, 8)), np.repeat(rng.normal(size=(1, 8)), 14, axis=0)])
-    monkeypatch.setattr(outliers, "PROGRESS_BLOCK", 50)
+    monkeypatch.setattr(neighbours, "BLOCK", 50)
     calls: list[tuple[int, int]] = []
     for metric in ("euclidean", "cosine"):
         calls.clear()

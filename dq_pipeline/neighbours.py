@@ -1,0 +1,299 @@
+"""One k-nearest-neighbour graph per audit, shared by the outlier, near-duplicate and label-vote detectors.
+
+:func:`build_neighbour_graph` returns each row's ``k`` nearest *other* rows of X (N, D) with their
+distances. The search runs on faiss-cpu (``IndexFlatIP`` / ``IndexFlatL2`` = exact, ``IndexHNSWFlat`` =
+approximate) in float32, over-fetching a few candidates; the distances of the returned pairs are then
+recomputed in float64 (cosine = ``1 - u.v`` of float64 unit vectors, as ``|u - v|^2 / 2`` so identical rows
+are at exactly 0; euclidean = norm of the difference)
+and each row is re-sorted by (distance, index), so float32 rounding never reorders or ties neighbours.
+The library choice was measured in ``bench/bench_neighbours.py`` (``bench/results/neighbours.md``).
+
+``method="auto"`` is exact up to :data:`AUTO_EXACT_MAX_ROWS` rows (deterministic; the tests and every
+bundled dataset stay there) and HNSW above, where the exact search grows as N^2. The approximate graph
+carries a ``recall`` estimate: recall@k against the exact search of :data:`RECALL_SAMPLE` random rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+METRICS: tuple[str, ...] = ("cosine", "euclidean")
+METHODS: tuple[str, ...] = ("auto", "exact", "hnsw")
+DEFAULT_K: int = 15
+#: ``method="auto"``: exact search up to this many rows, HNSW above (measured: bench/results/neighbours.md).
+AUTO_EXACT_MAX_ROWS: int = 60_000
+#: Query rows per search call (bounds memory to ``BLOCK x (k + extra)`` results; progress after each).
+BLOCK: int = 4096
+#: float64 values of the (rows, candidates, D) difference array of the re-ranking at a time (16 MB).
+PAIR_BLOCK: int = 2 << 20
+#: Extra float32 candidates fetched per row before the float64 re-ranking.
+EXTRA_CANDIDATES: int = 8
+#: HNSW parameters (faiss ``IndexHNSWFlat``): links per node, build and search beam widths.
+HNSW_M: int = 16
+HNSW_EF_CONSTRUCTION: int = 80
+HNSW_EF_SEARCH: int = 96
+#: efSearch is doubled from HNSW_EF_SEARCH (up to HNSW_EF_MAX) until the recall@k of RECALL_SAMPLE tuning
+#: rows reaches this (measured: 1M synthetic 64-d rows reach 0.75 at efSearch 96 with M=16).
+HNSW_TARGET_RECALL: float = 0.97
+HNSW_EF_MAX: int = 1024
+#: Query rows whose exact neighbours estimate an approximate graph's recall.
+RECALL_SAMPLE: int = 500
+
+
+@dataclass(frozen=True)
+class NeighbourGraph:
+    """Each row's ``k`` nearest other rows of X (N, D).
+
+    ``indices`` (N, k) int64 and ``distances`` (N, k) float64, ascending per row (ties by index);
+    ``metric`` ("cosine" = 1 - cosine similarity, or "euclidean"); ``method`` says how it was searched;
+    ``recall`` = estimated recall@k against the exact search (None for an exact graph); ``seconds`` = build
+    time.
+    """
+
+    indices: np.ndarray
+    distances: np.ndarray
+    metric: str
+    method: str
+    recall: float | None = None
+    seconds: float = 0.0
+
+    @property
+    def k(self) -> int:
+        return int(self.indices.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Content key of the graph (indices, distances, metric): detectors that read it key their cache on it."""
+        from dq_pipeline.result_cache import fingerprint
+
+        return fingerprint(self.indices, self.distances, self.metric)
+
+
+def prepare(X: np.ndarray, metric: str) -> np.ndarray:
+    """(N, D) float64 rows to compare: unit vectors for cosine (all-zero rows stay zero, so their cosine
+    distance to anything is 1, as in sklearn), the rows themselves for euclidean."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {list(METRICS)}, got {metric!r}")
+    X = np.asarray(X, dtype=np.float64)
+    X = X.reshape(len(X), -1)
+    if not np.isfinite(X).all():
+        row, col = np.argwhere(~np.isfinite(X))[0]
+        raise ValueError(f"features row {row}, column {col} is {X[row, col]}: neighbour search needs finite values")
+    if metric == "cosine":
+        norms = np.linalg.norm(X, axis=1, keepdims=True)
+        X = X / np.where(norms > 0, norms, 1.0)
+    return np.ascontiguousarray(X)
+
+
+def pair_distances(Z: np.ndarray, rows: np.ndarray, cols: np.ndarray, metric: str) -> np.ndarray:
+    """float64 distances between rows ``rows`` (n,) and the candidates ``cols`` (n, m) of prepared ``Z``.
+
+    Cosine: ``1 - u.v`` of the unit vectors, computed as ``|u - v|^2 / 2`` (equal for unit vectors, and exactly
+    0 for identical rows instead of ~1e-16); 1 where either row is all zeros (as sklearn)."""
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    sq = np.empty(cols.shape, dtype=np.float64)
+    step = max(1, PAIR_BLOCK // max(1, cols.shape[1] * Z.shape[1]))  # bounds the (n, m, D) difference array
+    for s in range(0, len(rows), step):
+        diff = Z[cols[s:s + step]] - Z[rows[s:s + step]][:, None, :]
+        sq[s:s + step] = np.einsum("nmd,nmd->nm", diff, diff)
+    if metric == "cosine":
+        zero = ~Z.any(axis=1)
+        d = np.clip(0.5 * sq, 0.0, 2.0)
+        if zero.any():
+            d[zero[rows][:, None] | zero[cols]] = 1.0
+        return d
+    return np.sqrt(sq)
+
+
+def _rerank(Z: np.ndarray, rows: np.ndarray, cand: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """float64 re-ranking of candidate lists (n, m) (-1 = none) for query rows ``rows``: drop the row itself
+    (or, where it is not among the candidates, the last of its k + 1 nearest: a zero-distance twin when more
+    than k + 1 rows coincide), keep the k nearest by (distance, index)."""
+    n = len(rows)
+    missing = cand < 0
+    safe = np.where(missing, 0, cand)
+    dist = pair_distances(Z, rows, safe, metric)
+    dist[missing] = np.inf
+    order = np.lexsort((safe, dist), axis=-1)  # by distance, ties by index
+    safe = np.take_along_axis(safe, order, axis=1)
+    dist = np.take_along_axis(dist, order, axis=1)
+    own = safe[:, : k + 1] == rows[:, None]
+    drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
+    keep = np.ones((n, k + 1), dtype=bool)
+    keep[np.arange(n), drop] = False
+    idx = safe[:, : k + 1][keep].reshape(n, k)
+    d = dist[:, : k + 1][keep].reshape(n, k)
+    return idx.astype(np.int64), d
+
+
+def _search_all(index, Z: np.ndarray, Z32: np.ndarray, k: int, metric: str,
+                progress: Callable[[int, int], None] | None, rows: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    rows = np.arange(len(Z)) if rows is None else rows
+    n_q = len(rows)
+    m = min(k + 1 + EXTRA_CANDIDATES, len(Z))
+    indices = np.empty((n_q, k), dtype=np.int64)
+    distances = np.empty((n_q, k), dtype=np.float64)
+    for start in range(0, n_q, BLOCK):
+        q = rows[start:start + BLOCK]
+        _, cand = index.search(Z32[q], m)
+        indices[start:start + len(q)], distances[start:start + len(q)] = _rerank(Z, q, cand, k, metric)
+        if progress is not None:
+            progress(start + len(q), n_q)
+    return indices, distances
+
+
+def _flat_index(Z32: np.ndarray, metric: str):
+    import faiss
+
+    index = faiss.IndexFlatIP(Z32.shape[1]) if metric == "cosine" else faiss.IndexFlatL2(Z32.shape[1])
+    index.add(Z32)
+    return index
+
+
+def exact_neighbours(Z: np.ndarray, rows: np.ndarray, k: int, metric: str,
+                     Z32: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest other rows of prepared ``Z`` for query ``rows`` (brute force, blocks of :data:`BLOCK`)."""
+    Z32 = np.ascontiguousarray(Z, dtype=np.float32) if Z32 is None else Z32
+    return _search_all(_flat_index(Z32, metric), Z, Z32, k, metric, None, rows=np.asarray(rows))
+
+
+def build_neighbour_graph(
+    X: np.ndarray,
+    k: int = DEFAULT_K,
+    metric: str = "cosine",
+    method: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+    seed: int = 0,
+) -> NeighbourGraph:
+    """The ``min(k, N - 1)`` nearest other rows of each row of ``X`` (N, D).
+
+    ``metric``: "cosine" (distance = 1 - cosine similarity) or "euclidean". ``method``: "exact" (faiss
+    flat index, brute force in row blocks), "hnsw" (faiss ``IndexHNSWFlat``; ``recall`` estimated on
+    :data:`RECALL_SAMPLE` rows drawn with ``seed``) or "auto" (exact up to :data:`AUTO_EXACT_MAX_ROWS` rows).
+    ``progress(done, total)``: rows searched. Distances are float64, ascending per row; see the module doc.
+    """
+    import time
+
+    import faiss
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    started = time.perf_counter()
+    Z = prepare(X, metric)
+    n = len(Z)
+    k = max(0, min(int(k), n - 1))
+    if method == "auto":
+        method = "exact" if n <= AUTO_EXACT_MAX_ROWS else "hnsw"
+    if k < 1:
+        return NeighbourGraph(np.zeros((n, 0), np.int64), np.zeros((n, 0)), metric, f"{method} (fewer than 2 rows)",
+                              None, time.perf_counter() - started)
+    Z32 = np.ascontiguousarray(Z, dtype=np.float32)
+    flat_name = "IndexFlatIP on unit vectors" if metric == "cosine" else "IndexFlatL2"
+    if method == "exact":
+        index = _flat_index(Z32, metric)
+        label = f"exact (faiss {flat_name}, float64 re-ranked)"
+        recall = None
+    else:
+        faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+        index = faiss.IndexHNSWFlat(Z32.shape[1], HNSW_M, faiss_metric)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        for start in range(0, n, 4 * BLOCK):  # add in blocks: progress of the build (half the work)
+            index.add(Z32[start:start + 4 * BLOCK])
+            if progress is not None:
+                progress(min(start + 4 * BLOCK, n) // 2, n)
+        ef, tuning = tune_ef_search(index, Z, Z32, k, metric, seed)
+        label = (f"hnsw (faiss IndexHNSWFlat M={HNSW_M}, efConstruction={HNSW_EF_CONSTRUCTION}, "
+                 f"efSearch={ef} {tuning}, float64 re-ranked)")
+        recall = None
+    search_progress = progress
+    if progress is not None and method == "hnsw":  # the build reported the first half
+        def search_progress(done: int, total: int) -> None:
+            progress(n if done >= total else n // 2 + done // 2, n)
+    indices, distances = _search_all(index, Z, Z32, k, metric, search_progress)
+    short = np.flatnonzero(~np.isfinite(distances).all(axis=1))
+    if len(short):  # the approximate search returned fewer than k neighbours: search those rows exactly
+        indices[short], distances[short] = exact_neighbours(Z, short, k, metric, Z32=Z32)
+    if method == "hnsw":
+        recall = estimate_recall(Z, indices, distances, metric, seed=seed, Z32=Z32)
+    return NeighbourGraph(indices, distances, metric, label, recall, time.perf_counter() - started)
+
+
+def _sample_rows(n: int, seed: int, offset: int = 0) -> np.ndarray:
+    """:data:`RECALL_SAMPLE` random rows; ``offset`` 0 = the rows that estimate recall, 1 = the disjoint rows
+    that tune efSearch."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    return np.sort(perm[offset * RECALL_SAMPLE:(offset + 1) * RECALL_SAMPLE])
+
+
+def tune_ef_search(index, Z: np.ndarray, Z32: np.ndarray, k: int, metric: str, seed: int) -> tuple[int, str]:
+    """Set the HNSW ``index``'s efSearch: from :data:`HNSW_EF_SEARCH`, doubled (up to :data:`HNSW_EF_MAX`) until
+    recall@k on :data:`RECALL_SAMPLE` tuning rows (disjoint from the rows of the reported estimate) reaches
+    :data:`HNSW_TARGET_RECALL`. Returns ``(efSearch, description)``."""
+    rows = _sample_rows(len(Z), seed, offset=1)
+    if len(rows) == 0:
+        rows = _sample_rows(len(Z), seed)
+    _, exact_d = exact_neighbours(Z, rows, k, metric, Z32=Z32)
+    kth = exact_d[:, -1:] + 1e-12 * np.maximum(1.0, np.abs(exact_d[:, -1:]))
+    ef = max(HNSW_EF_SEARCH, k + 1 + EXTRA_CANDIDATES)
+    tried, last = [], -1.0
+    while True:
+        index.hnsw.efSearch = ef
+        _, d = _search_all(index, Z, Z32, k, metric, None, rows=rows)
+        recall = float((d <= kth).mean())
+        tried.append(f"{ef}: {recall:.3f}")
+        # stop at the target, at the cap, or when doubling no longer helps (1M x 64: 0.774 from 96 to 1536)
+        if recall >= HNSW_TARGET_RECALL or ef >= HNSW_EF_MAX or recall - last < 0.005:
+            return ef, f"(tuning recall {', '.join(tried)})"
+        last, ef = recall, min(2 * ef, HNSW_EF_MAX)
+
+
+def estimate_recall(Z: np.ndarray, indices: np.ndarray, distances: np.ndarray, metric: str, *,
+                    sample: int = RECALL_SAMPLE, seed: int = 0, Z32: np.ndarray | None = None) -> float:
+    """Recall@k of a graph (``indices``/``distances`` (N, k) over prepared ``Z``) against the exact search of
+    ``sample`` random rows: the share of the exact k nearest found. Tie-aware: a found neighbour at a distance
+    no larger than the exact k-th counts (rows that coincide are interchangeable)."""
+    n, k = indices.shape
+    rows = _sample_rows(n, seed)[:sample]
+    _, exact_d = exact_neighbours(Z, rows, k, metric, Z32=Z32)
+    kth = exact_d[:, -1:]
+    tol = 1e-12 * np.maximum(1.0, np.abs(kth))
+    return float((distances[rows] <= kth + tol).mean())
+
+
+def radius_neighbours(Z: np.ndarray, rows: np.ndarray, radius: float, metric: str,
+                      block: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact float64 radius search: ``(row, col, distance)`` of every pair ``row`` in ``rows``, ``col != row``,
+    with distance <= ``radius`` over prepared ``Z``. Memory: ``block x N`` floats at a time (default: 16M
+    floats, 128 MB)."""
+    block = block or max(1, (16 << 20) // max(1, len(Z)))
+    out_r, out_c, out_d = [], [], []
+    rows = np.asarray(rows, dtype=np.int64)
+    sq = (Z * Z).sum(axis=1) if metric == "euclidean" else None
+    for start in range(0, len(rows), block):
+        q = rows[start:start + block]
+        G = Z[q] @ Z.T
+        if metric == "cosine":
+            D = np.clip(1.0 - G, 0.0, 2.0)
+        else:
+            D = np.sqrt(np.maximum(sq[q][:, None] + sq[None, :] - 2.0 * G, 0.0))
+        D[np.arange(len(q)), q] = np.inf
+        r, c = np.nonzero(D <= radius * (1 + 1e-9) + 1e-12)  # candidates; exact check below
+        if len(r):
+            d = pair_distances(Z, q[r], c[:, None], metric)[:, 0]
+            ok = d <= radius
+            out_r.append(q[r][ok])
+            out_c.append(c[ok])
+            out_d.append(d[ok])
+    if not out_r:
+        e = np.empty(0, dtype=np.int64)
+        return e, e.copy(), np.empty(0)
+    return np.concatenate(out_r), np.concatenate(out_c).astype(np.int64), np.concatenate(out_d)
