@@ -422,3 +422,19 @@ def newton_everywhere(Y: np.ndarray, P: np.ndarray, features: np.ndarray | None 
         return li.find_label_issues(Y, P, features=features, seed=seed)
     finally:
         li.STACK_MAX_ROWS = shipped
+
+
+def graph_votes(Y: np.ndarray, P: np.ndarray, features: np.ndarray | None = None, seed: int = 0) -> DetectorResult:
+    """The shipped default with its kNN votes read from the audit's shared neighbour graph in the audit's metric:
+    euclidean for tabular features (standardised, not unit rows), cosine for embeddings (unit rows) — what the
+    ``label_issues`` asset does since issue 11 (the default's ``features=`` path searches cosine on every
+    modality). ``bench_quality.py --candidate graph=bench.label_variants:graph_votes``."""
+    from dq_pipeline.issues.label_issues import find_label_issues
+    from dq_pipeline.neighbours import build_neighbour_graph
+
+    if features is None or len(Y) < 2:
+        return find_label_issues(Y, P, features=features, seed=seed)
+    X = np.asarray(features, dtype=np.float64)
+    unit = np.allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-3)
+    graph = build_neighbour_graph(X, k=15, metric="cosine" if unit else "euclidean", seed=seed)
+    return find_label_issues(Y, P, neighbours=graph.indices, seed=seed)

@@ -64,10 +64,12 @@ def test_tabular_planted_errors_rank_low(tmp_path: Path, db_path: str):
     assert auroc >= 0.9, auroc  # measured 0.985 (on 1,000 rows: 0.983; cleanlab's scores there: 0.805)
     _assert_tables_filled(db_path, len(frame))
     # the flagged examples are the planted ones, about as many as the expected error rate says (issue 10:
-    # calibrated flags; the previous default flagged 59 here, 38 of them planted)
+    # calibrated flags; the previous default flagged 59 here, 38 of them planted). Since issue 11 the tag votes
+    # read the audit's shared neighbour graph (euclidean on tabular features; before: a cosine search of their
+    # own, which flagged 21, all planted); bench/results/quality_validation_graph.md: no loss on the validation half
     flagged = ex["is_label_issue"].to_numpy()
-    assert (flagged & is_planted).sum() / flagged.sum() >= 0.8  # measured 21 / 21
-    assert (flagged & is_planted).sum() / is_planted.sum() >= 0.4  # measured 21 / 41
+    assert (flagged & is_planted).sum() / flagged.sum() >= 0.7  # measured 28 / 36
+    assert (flagged & is_planted).sum() / is_planted.sum() >= 0.5  # measured 28 / 41
     run = _latest(db_path, "audit_runs")
     assert run["expected_error_rate_lo"].item() <= len(planted) / len(frame) <= run["expected_error_rate_hi"].item()
     assert abs(flagged.sum() - run["expected_error_rate"].item() * len(frame)) <= 1  # measured 0.040 [0.021, 0.098]

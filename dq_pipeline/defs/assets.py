@@ -301,7 +301,7 @@ def neighbour_graph(context: dg.AssetExecutionContext, features: Features, setti
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP)
 def label_issues(
     context: dg.AssetExecutionContext, oof_probabilities: Predictions, raw_examples: RawDataset,
-    features: Features, settings: AuditSettings, neighbour_graph: NeighbourGraph,
+    settings: AuditSettings, neighbour_graph: NeighbourGraph,
 ) -> DetectorResult:
     """Label quality per example (0-1, low = likely wrong), the expected share of wrongly tagged examples
     (with a 90% interval), about that many flagged examples (the lowest scores) and a suggested tag set for
@@ -313,13 +313,13 @@ def label_issues(
     p = oof_probabilities
 
     def compute() -> tuple[DetectorResult, dict[str, Any]]:
-        result = find_label_issues(p.Y, p.P, features=features.X, method=settings.label_method, seed=settings.seed,
-                                   progress=_progress(context, "second-stage fits", "fits"))
+        result = find_label_issues(p.Y, p.P, neighbours=neighbour_graph.indices, method=settings.label_method,
+                                   seed=settings.seed, progress=_progress(context, "second-stage fits", "fits"))
         return result, {**detector_metadata("label_issues", result, raw_examples, p),
                         **label_rules_metadata(result, p)}
 
     return _detector(context, settings, "label_issues",
-                     [p.fingerprint, features.fingerprint, raw_examples.fingerprint, settings.label_method,
+                     [p.fingerprint, raw_examples.fingerprint, settings.label_method,
                       settings.seed, neighbour_graph.fingerprint], compute)
 
 
