@@ -1,8 +1,8 @@
 """One k-nearest-neighbour graph per audit, shared by the outlier, near-duplicate and label-vote detectors.
 
 :func:`build_neighbour_graph` returns each row's ``k`` nearest *other* rows of X (N, D) with their
-distances. The search runs on faiss-cpu (``IndexFlatIP`` / ``IndexFlatL2`` = exact, ``IndexHNSWFlat`` =
-approximate) in float32, over-fetching a few candidates; the distances of the returned pairs are then
+distances. The search runs in float32 on faiss-cpu (``IndexFlatIP`` / ``IndexFlatL2`` = exact) or hnswlib (HNSW =
+approximate), over-fetching a few candidates; the distances of the returned pairs are then
 recomputed in float64 (cosine = ``1 - u.v`` of float64 unit vectors, as ``|u - v|^2 / 2`` so identical rows
 are at exactly 0; euclidean = norm of the difference)
 and each row is re-sorted by (distance, index), so float32 rounding never reorders or ties neighbours.
@@ -32,12 +32,13 @@ BLOCK: int = 4096
 PAIR_BLOCK: int = 2 << 20
 #: Extra float32 candidates fetched per row before the float64 re-ranking.
 EXTRA_CANDIDATES: int = 8
-#: HNSW parameters (faiss ``IndexHNSWFlat``): links per node, build and search beam widths.
+#: HNSW parameters (hnswlib): links per node, build and search beam widths.
 HNSW_M: int = 16
 HNSW_EF_CONSTRUCTION: int = 80
 HNSW_EF_SEARCH: int = 96
 #: efSearch is doubled from HNSW_EF_SEARCH (up to HNSW_EF_MAX) until the recall@k of RECALL_SAMPLE tuning
-#: rows reaches this (measured: 1M synthetic 64-d rows reach 0.75 at efSearch 96 with M=16).
+#: rows reaches this (faiss's IndexHNSWFlat reached only 0.75-0.77 on 1M synthetic 64-d rows at any efSearch with
+#: M=16: hence hnswlib).
 HNSW_TARGET_RECALL: float = 0.97
 HNSW_EF_MAX: int = 1024
 #: Query rows whose exact neighbours estimate an approximate graph's recall.
@@ -150,6 +151,36 @@ def _search_all(index, Z: np.ndarray, Z32: np.ndarray, k: int, metric: str,
     return indices, distances
 
 
+class _HnswIndex:
+    """hnswlib's HNSW graph behind faiss's ``search(queries, m) -> (distances, indices)`` call, built with
+    ``seed`` (hnswlib's ``random_seed``) in blocks so the build reports progress (the first half of ``progress``).
+
+    hnswlib rather than faiss ``IndexHNSWFlat``: on 1M synthetic 64-d rows faiss's graph stayed at recall@15
+    0.77 whatever the efSearch (2,002 s), hnswlib reached 0.993 in 129 s on the same parameters
+    (``bench/results/neighbours.md``)."""
+
+    def __init__(self, Z32: np.ndarray, metric: str, seed: int,
+                 progress: Callable[[int, int], None] | None) -> None:
+        import hnswlib
+
+        n = len(Z32)
+        self.index = hnswlib.Index(space="ip" if metric == "cosine" else "l2", dim=Z32.shape[1])
+        self.index.init_index(max_elements=n, ef_construction=HNSW_EF_CONSTRUCTION, M=HNSW_M, random_seed=seed)
+        step = 4 * BLOCK
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            self.index.add_items(Z32[start:stop], np.arange(start, stop))
+            if progress is not None:
+                progress(stop // 2, n)
+
+    def set_ef(self, ef: int) -> None:
+        self.index.set_ef(int(ef))
+
+    def search(self, queries: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+        labels, dist = self.index.knn_query(queries, k=m)
+        return dist, labels.astype(np.int64)
+
+
 def _flat_index(Z32: np.ndarray, metric: str):
     import faiss
 
@@ -176,13 +207,11 @@ def build_neighbour_graph(
     """The ``min(k, N - 1)`` nearest other rows of each row of ``X`` (N, D).
 
     ``metric``: "cosine" (distance = 1 - cosine similarity) or "euclidean". ``method``: "exact" (faiss
-    flat index, brute force in row blocks), "hnsw" (faiss ``IndexHNSWFlat``; ``recall`` estimated on
+    flat index, brute force in row blocks), "hnsw" (hnswlib's HNSW graph, seeded; ``recall`` estimated on
     :data:`RECALL_SAMPLE` rows drawn with ``seed``) or "auto" (exact up to :data:`AUTO_EXACT_MAX_ROWS` rows).
     ``progress(done, total)``: rows searched. Distances are float64, ascending per row; see the module doc.
     """
     import time
-
-    import faiss
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
@@ -202,15 +231,9 @@ def build_neighbour_graph(
         label = f"exact (faiss {flat_name}, float64 re-ranked)"
         recall = None
     else:
-        faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
-        index = faiss.IndexHNSWFlat(Z32.shape[1], HNSW_M, faiss_metric)
-        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-        for start in range(0, n, 4 * BLOCK):  # add in blocks: progress of the build (half the work)
-            index.add(Z32[start:start + 4 * BLOCK])
-            if progress is not None:
-                progress(min(start + 4 * BLOCK, n) // 2, n)
+        index = _HnswIndex(Z32, metric, seed, progress)
         ef, tuning = tune_ef_search(index, Z, Z32, k, metric, seed)
-        label = (f"hnsw (faiss IndexHNSWFlat M={HNSW_M}, efConstruction={HNSW_EF_CONSTRUCTION}, "
+        label = (f"hnsw (hnswlib M={HNSW_M}, efConstruction={HNSW_EF_CONSTRUCTION}, "
                  f"efSearch={ef} {tuning}, float64 re-ranked)")
         recall = None
     search_progress = progress
@@ -246,7 +269,7 @@ def tune_ef_search(index, Z: np.ndarray, Z32: np.ndarray, k: int, metric: str, s
     ef = max(HNSW_EF_SEARCH, k + 1 + EXTRA_CANDIDATES)
     tried, last = [], -1.0
     while True:
-        index.hnsw.efSearch = ef
+        index.set_ef(ef)
         _, d = _search_all(index, Z, Z32, k, metric, None, rows=rows)
         recall = float((d <= kth).mean())
         tried.append(f"{ef}: {recall:.3f}")
