@@ -677,6 +677,11 @@ def _insert(con: Any, table: str, frame: Any, constants: dict[str, str] | None =
     for chunk in _chunks(frame, chunk_rows or WRITE_CHUNK_ROWS):
         if len(chunk) == 0:
             continue
+        if isinstance(chunk, pd.DataFrame):
+            # DuckDB types a pandas object column from a sample of its rows (1,000 by default): a list column
+            # empty on every sampled row (e.g. examples.rule_violations, 38 non-empty of 54,263 on the full
+            # GoEmotions) was typed NULL[] and the first real value failed the cast. Sample every row.
+            con.execute(f"SET pandas_analyze_sample = {max(len(chunk), 1000)}")
         con.register("_dq_frame", chunk)
         try:
             con.execute(sql, params)

@@ -111,3 +111,22 @@ def test_the_write_runs_under_duckdbs_memory_limit_and_larger_than_it(db_path: s
     store.write_audit(db_path, _run("default", 10), _tables(10, 3)[0])
     with store.connect(db_path, read_only=True) as con:
         assert con.execute("SELECT count(*) FROM examples WHERE run_id = 'default'").fetchone() == (10,)
+
+
+def test_a_column_empty_for_its_first_thousands_of_rows_is_written(db_path: str) -> None:
+    """The full GoEmotions audit failed here ("Failed to cast value: Unimplemented type for cast (VARCHAR ->
+    NULL)"): DuckDB typed a pandas object column from its first 1,000 values, all None, and a later string
+    did not fit. Every value of such a column must be written."""
+    n = 5000
+    tables, _, _, ids = _tables(n, 3)
+    payload = [None] * n
+    payload[4321] = "late text"
+    tables["examples"]["payload"] = payload
+    violations: list[list[str]] = [[] for _ in range(n)]  # a list column: empty lists, then one with a value
+    violations[4001] = ["never empty"]  # off the stride DuckDB samples (every 5th row of 5,000)
+    tables["examples"]["rule_violations"] = violations
+    store.write_audit(db_path, _run("r1", n), tables)
+    ex = store.read_latest(db_path, "examples", "ds").set_index("example_id")
+    assert ex.loc[ids[4321], "payload"] == "late text" and ex["payload"].isna().sum() == n - 1
+    assert list(ex.loc[ids[4001], "rule_violations"]) == ["never empty"]
+    assert sum(len(v) for v in ex["rule_violations"]) == 1
