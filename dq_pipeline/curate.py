@@ -57,17 +57,18 @@ def _raw_values(examples: pd.DataFrame) -> list[dict]:
     columns = [c for c in examples.columns if c not in _BASE_COLUMNS]
     rows = []
     for values in zip(*(examples[c].tolist() for c in columns)) if columns else ([] for _ in range(len(examples))):
-        row = {}
-        for column, v in zip(columns, values):
-            if isinstance(v, np.generic):
-                v = v.item()
-            if v is None or (isinstance(v, float) and not math.isfinite(v)) or v is pd.NA or v is pd.NaT:
-                v = None
-            elif not isinstance(v, (str, int, float, bool)):
-                v = str(v)
-            row[str(column)] = v
-        rows.append(row)
+        rows.append({str(column): _json_value(v) for column, v in zip(columns, values)})
     return rows
+
+
+def _json_value(v: Any) -> Any:
+    """A cell as the payload holds it: numpy scalars as Python ones, missing / non-finite as None, other
+    objects as text."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if v is None or (isinstance(v, float) and not math.isfinite(v)) or v is pd.NA or v is pd.NaT:
+        return None
+    return v if isinstance(v, (str, int, float, bool)) else str(v)
 
 
 def _json_tokens(values: pd.Series) -> list[str]:
@@ -82,16 +83,7 @@ def _json_tokens(values: pd.Series) -> list[str]:
         return tokens
     if pd.api.types.is_integer_dtype(dtype) and not isinstance(dtype, pd.api.extensions.ExtensionDtype):
         return list(map(int.__repr__, values.to_numpy().tolist()))
-    out = []
-    for v in values.tolist():
-        if isinstance(v, np.generic):
-            v = v.item()
-        if v is None or (isinstance(v, float) and not math.isfinite(v)) or v is pd.NA or v is pd.NaT:
-            v = None
-        elif not isinstance(v, (str, int, float, bool)):
-            v = str(v)
-        out.append(json.dumps(v, ensure_ascii=False))
-    return out
+    return [json.dumps(_json_value(v), ensure_ascii=False) for v in values.tolist()]
 
 
 #: Rows of a tabular frame turned into payloads and content keys at a time (bounds the per-cell strings).
