@@ -139,15 +139,24 @@ def find_ambiguous(
     borderline = tag_flag.any(axis=1)
 
     pair_flag = np.zeros((n, K), dtype=bool)
-    co = Y.T.astype(np.int64) @ Y.astype(np.int64)
+    Yf = Y.astype(np.float64)  # float products: BLAS (an int64 product is a slow loop at 1M rows)
+    co = np.rint(Yf.T @ Yf)
     js, ks = np.nonzero(np.triu(co >= min_cooccurrence, k=1))
+    # only rows with both tags inside the band can hit: search each pair among its first tag's band rows,
+    # not all N rows (1M x 40 tags: 780 pairs x N was the step's time, 17.8x for 10x the rows)
+    in_band = az <= pair_band
+    band_rows = [np.flatnonzero(in_band[:, j]) for j in range(K)]
     for j, k in zip(js.tolist(), ks.tolist()):
-        pair_score = np.maximum(np.abs(z[:, j] - z[:, k]),
-                                np.maximum(az[:, j], az[:, k]) * margin / pair_band)
-        hit = (np.abs(z[:, j] - z[:, k]) <= pair_gap) & (np.maximum(az[:, j], az[:, k]) <= pair_band)
-        pair_flag[hit, j] = pair_flag[hit, k] = True
+        rows = band_rows[j][in_band[band_rows[j], k]]
+        if not len(rows):
+            continue
+        gap = np.abs(z[rows, j] - z[rows, k])
+        top = np.maximum(az[rows, j], az[rows, k])
+        hit = gap <= pair_gap
+        rows, pair_score = rows[hit], np.maximum(gap[hit], top[hit] * margin / pair_band)
+        pair_flag[rows, j] = pair_flag[rows, k] = True
         # keep flags == scores <= margin: pairs only lower the score where they flag
-        scores = np.where(hit, np.minimum(scores, np.minimum(pair_score, margin)), scores)
+        scores[rows] = np.minimum(scores[rows], np.minimum(pair_score, margin))
     scores = np.clip(scores, 0.0, 1.0)
     flags = scores <= margin
     pair_examples = pair_flag.any(axis=1)
