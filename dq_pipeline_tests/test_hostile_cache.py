@@ -380,7 +380,9 @@ def _embed_writer(root: str, worker: int) -> None:
 
 
 def test_concurrent_embedding_writers_keep_every_row(tmp_path: Path) -> None:
-    ctx = multiprocessing.get_context("fork")
+    # spawned, not forked: a child forked from this many-threaded test process (faiss / torch thread pools) can
+    # inherit a lock another thread held and hang (seen once in a fresh clone: one worker on a futex for minutes)
+    ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(4) as pool:
         pool.starmap(_embed_writer, [(str(tmp_path), w) for w in range(4)])
     items = [f"worker {w} item {i}" for w in range(4) for i in range(25)] + ["shared item"]
