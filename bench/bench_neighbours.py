@@ -12,8 +12,11 @@ clusters mapped linearly to 64-d plus noise, standardised), euclidean, at 100k r
 rows (the chosen method and hnswlib).
 
 Libraries (k = 15 neighbours, the graph's k; each run in its own process for its peak RSS):
-``sklearn brute`` (today: ``NearestNeighbors(metric=...).kneighbors()``, float64); ``faiss exact`` and
-``faiss hnsw`` (:func:`dq_pipeline.neighbours.build_neighbour_graph`, float32 search + float64 re-ranking);
+``sklearn brute`` (``NearestNeighbors(metric=...).kneighbors()``, float64); ``faiss exact`` and ``faiss hnsw``
+(faiss's ``IndexFlatIP``/``IndexFlatL2`` and ``IndexHNSWFlat`` M=16, efConstruction=80, efSearch=96, behind the
+shipped float32 search + float64 re-ranking); ``torch exact`` and ``hnswlib tuned`` (the shipped
+:func:`dq_pipeline.neighbours.build_neighbour_graph`, ``method="exact"`` / ``"hnsw"``: torch brute force, hnswlib with
+the efSearch tuning, both re-ranked in float64);
 ``hnswlib`` (the same M=16, ef_construction=80, ef=96 as faiss hnsw; float32, no re-ranking); ``pynndescent`` (defaults,
 n_neighbors=16; its first call includes numba compilation, reported separately when measurable).
 Recall@10/15 is tie-aware against the exact graph (a returned neighbour counts when its float64 distance is
@@ -99,9 +102,27 @@ def run_method(lib: str, path: str, metric: str, out: str) -> None:
         idx = NearestNeighbors(n_neighbors=K, metric=metric).fit(X.astype(np.float64)).kneighbors(
             return_distance=False)
     elif lib in ("faiss exact", "faiss hnsw"):
+        # faiss's IndexFlat / IndexHNSWFlat behind the shipped float32 search + float64 re-ranking (what
+        # build_neighbour_graph ran until it moved to torch (exact) and hnswlib (hnsw)); faiss-cpu: the dev extra
+        import faiss
+
+        from dq_pipeline import neighbours as nb
+
+        Z = nb.prepare(X, metric)
+        Z32 = np.ascontiguousarray(Z, dtype=np.float32)
+        ip = metric == "cosine"
+        if lib == "faiss exact":
+            index = faiss.IndexFlatIP(Z32.shape[1]) if ip else faiss.IndexFlatL2(Z32.shape[1])
+        else:
+            index = faiss.IndexHNSWFlat(Z32.shape[1], 16, faiss.METRIC_INNER_PRODUCT if ip else faiss.METRIC_L2)
+            index.hnsw.efConstruction, index.hnsw.efSearch = 80, 96
+        index.add(Z32)
+        idx, _ = nb._search_all(index, Z, Z32, K, metric, None)
+        extra = {"method": f"{lib}, float64 re-ranked"}
+    elif lib in ("torch exact", "hnswlib tuned"):
         from dq_pipeline.neighbours import build_neighbour_graph
 
-        g = build_neighbour_graph(X, k=K, metric=metric, method=lib.split()[1])
+        g = build_neighbour_graph(X, k=K, metric=metric, method="exact" if lib == "torch exact" else "hnsw")
         idx = g.indices
         extra = {"recall_estimate": g.recall, "method": g.method}
     elif lib == "hnswlib":
@@ -305,6 +326,7 @@ def main() -> None:
     ap.add_argument("--cache-dir", default=os.environ.get("DQ_BENCH_EMBED_CACHE",
                                                             "/tmp/dq_bench_review/cache/embeddings"))
     ap.add_argument("--skip-1m", action="store_true")
+    ap.add_argument("--libs", nargs="*", help="only these libraries (quote names with spaces)")
     ap.add_argument("--out", default=str(RESULTS / "neighbours.md"))
     ap.add_argument("--smoke", action="store_true", help="3k / 5k rows: checks the script runs")
     ap.add_argument("--only", choices=["all", "libs", "detectors", "report"], default="all",
@@ -314,7 +336,9 @@ def main() -> None:
     command = "HF_HUB_OFFLINE=1 nice -n 10 " + " ".join([Path(sys.executable).name, *sys.argv])
     parts = Path(args.parts)
     parts.mkdir(parents=True, exist_ok=True)
-    all_libs = ["sklearn brute", "faiss exact", "faiss hnsw", "hnswlib", "pynndescent"]
+    all_libs = ["sklearn brute", "faiss exact", "torch exact", "faiss hnsw", "hnswlib", "hnswlib tuned", "pynndescent"]
+    if args.libs:
+        all_libs = [lib for lib in all_libs if lib in args.libs]
     m = 3000 if args.smoke else 20000 if args.quick else None
     n_tab = 5_000 if args.smoke else 50_000 if args.quick else 100_000
     name_g = "GoEmotions MiniLM {} x 384 cosine"
@@ -332,7 +356,8 @@ def main() -> None:
                               parts, command)
                 if not (args.quick or args.smoke or args.skip_1m):
                     library_table("tabular 1,000,000 x 64 euclidean", tabular(1_000_000), "euclidean",
-                                  ["faiss hnsw", "hnswlib"], tmp, parts, command)
+                                  [lib for lib in ["faiss hnsw", "hnswlib", "hnswlib tuned"] if lib in all_libs],
+                                  tmp, parts, command)
             if args.only in ("all", "detectors"):
                 print("detectors old vs new ...", flush=True)
                 det = detectors(Xg, Yg, keys)

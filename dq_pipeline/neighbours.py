@@ -1,8 +1,8 @@
 """One k-nearest-neighbour graph per audit, shared by the outlier, near-duplicate and label-vote detectors.
 
 :func:`build_neighbour_graph` returns each row's ``k`` nearest *other* rows of X (N, D) with their
-distances. The search runs in float32 on faiss-cpu (``IndexFlatIP`` / ``IndexFlatL2`` = exact) or hnswlib (HNSW =
-approximate), over-fetching a few candidates; the distances of the returned pairs are then
+distances. The search runs in float32, with torch (brute force: a matrix product and ``topk`` per block of
+rows = exact) or hnswlib (HNSW = approximate), over-fetching a few candidates; the distances of the returned pairs are then
 recomputed in float64 (cosine = ``1 - u.v`` of float64 unit vectors, as ``|u - v|^2 / 2`` so identical rows
 are at exactly 0; euclidean = norm of the difference)
 and each row is re-sorted by (distance, index), so float32 rounding never reorders or ties neighbours.
@@ -30,17 +30,22 @@ AUTO_EXACT_MAX_ROWS: int = 60_000
 BLOCK: int = 4096
 #: float64 values of the (rows, candidates, D) difference array of the re-ranking at a time (16 MB).
 PAIR_BLOCK: int = 2 << 20
+#: float32 scores per exact-search block (block rows x N; 256 MB).
+FLAT_BLOCK_FLOATS: int = 64 << 20
 #: Extra float32 candidates fetched per row before the float64 re-ranking.
 EXTRA_CANDIDATES: int = 8
 #: HNSW parameters (hnswlib): links per node, build and search beam widths.
 HNSW_M: int = 16
 HNSW_EF_CONSTRUCTION: int = 80
 HNSW_EF_SEARCH: int = 96
-#: efSearch is doubled from HNSW_EF_SEARCH (up to HNSW_EF_MAX) until the recall@k of RECALL_SAMPLE tuning
-#: rows reaches this (faiss's IndexHNSWFlat reached only 0.75-0.77 on 1M synthetic 64-d rows at any efSearch with
-#: M=16: hence hnswlib).
+#: efSearch is raised from HNSW_EF_SEARCH in steps of x HNSW_EF_STEP (up to HNSW_EF_MAX) until the recall@k of
+#: RECALL_SAMPLE tuning rows reaches this. Search time grows about in proportion to efSearch, so the steps are small:
+#: with doubling, a 1M-row graph whose recall at 96 was 0.969 searched at 192, twice the time, for 0.001 more than
+#: the target. (faiss's IndexHNSWFlat reached only 0.75-0.77 on 1M synthetic 64-d rows at any efSearch with M=16:
+#: hence hnswlib.)
 HNSW_TARGET_RECALL: float = 0.97
 HNSW_EF_MAX: int = 1024
+HNSW_EF_STEP: float = 1.25
 #: Query rows whose exact neighbours estimate an approximate graph's recall.
 RECALL_SAMPLE: int = 500
 
@@ -181,19 +186,48 @@ class _HnswIndex:
         return dist, labels.astype(np.int64)
 
 
-def _flat_index(Z32: np.ndarray, metric: str):
-    import faiss
+class _FlatIndex:
+    """Exact (brute-force) float32 search with torch: a block of query rows times all rows (one matrix product),
+    then ``torch.topk`` per row; the same ``search(queries, m) -> (scores, indices)`` call as the HNSW index.
+    The query block is sized so its (block, N) score matrix stays within :data:`FLAT_BLOCK_FLOATS`.
 
-    index = faiss.IndexFlatIP(Z32.shape[1]) if metric == "cosine" else faiss.IndexFlatL2(Z32.shape[1])
-    index.add(Z32)
-    return index
+    torch rather than faiss's ``IndexFlatIP``/``IndexFlatL2``: on the full GoEmotions (54,263 x 384, 2 cores)
+    the same search took 10 s against faiss's 28 s, whose per-row heaps, not the product (7 s), set its pace
+    (``bench/results/neighbours.md``)."""
+
+    def __init__(self, Z32: np.ndarray, metric: str) -> None:
+        import torch
+
+        self.torch = torch
+        self.metric = metric
+        self.base = torch.from_numpy(Z32)
+        # cosine: rank by q.x of unit vectors; euclidean: by 2 q.x - |x|^2 (= |q|^2 - |q - x|^2, |q|^2 fixed per row)
+        self.minus_sq = -(self.base * self.base).sum(dim=1)[None, :] if metric == "euclidean" else None
+
+    def search(self, queries: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, indices) (len(queries), m) of the m best rows per query (scores: larger = nearer; unsorted)."""
+        torch = self.torch
+        n = len(self.base)
+        step = max(1, min(len(queries), FLAT_BLOCK_FLOATS // max(1, n)))
+        scores = np.empty((len(queries), m), dtype=np.float32)
+        found = np.empty((len(queries), m), dtype=np.int64)
+        with torch.inference_mode():
+            for s in range(0, len(queries), step):
+                q = torch.from_numpy(np.ascontiguousarray(queries[s:s + step]))
+                if self.minus_sq is None:
+                    G = q @ self.base.T
+                else:
+                    G = torch.addmm(self.minus_sq, q, self.base.T, alpha=2.0)
+                v, i = torch.topk(G, m, dim=1, largest=True, sorted=False)
+                scores[s:s + step], found[s:s + step] = v.numpy(), i.numpy()
+        return scores, found
 
 
 def exact_neighbours(Z: np.ndarray, rows: np.ndarray, k: int, metric: str,
                      Z32: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest other rows of prepared ``Z`` for query ``rows`` (brute force, blocks of :data:`BLOCK`)."""
     Z32 = np.ascontiguousarray(Z, dtype=np.float32) if Z32 is None else Z32
-    return _search_all(_flat_index(Z32, metric), Z, Z32, k, metric, None, rows=np.asarray(rows))
+    return _search_all(_FlatIndex(Z32, metric), Z, Z32, k, metric, None, rows=np.asarray(rows))
 
 
 def build_neighbour_graph(
@@ -225,10 +259,9 @@ def build_neighbour_graph(
         return NeighbourGraph(np.zeros((n, 0), np.int64), np.zeros((n, 0)), metric, f"{method} (fewer than 2 rows)",
                               None, time.perf_counter() - started)
     Z32 = np.ascontiguousarray(Z, dtype=np.float32)
-    flat_name = "IndexFlatIP on unit vectors" if metric == "cosine" else "IndexFlatL2"
     if method == "exact":
-        index = _flat_index(Z32, metric)
-        label = f"exact (faiss {flat_name}, float64 re-ranked)"
+        index = _FlatIndex(Z32, metric)
+        label = "exact (torch float32 brute force, float64 re-ranked)"
         recall = None
     else:
         index = _HnswIndex(Z32, metric, seed, progress)
@@ -258,9 +291,9 @@ def _sample_rows(n: int, seed: int, offset: int = 0) -> np.ndarray:
 
 
 def tune_ef_search(index, Z: np.ndarray, Z32: np.ndarray, k: int, metric: str, seed: int) -> tuple[int, str]:
-    """Set the HNSW ``index``'s efSearch: from :data:`HNSW_EF_SEARCH`, doubled (up to :data:`HNSW_EF_MAX`) until
-    recall@k on :data:`RECALL_SAMPLE` tuning rows (disjoint from the rows of the reported estimate) reaches
-    :data:`HNSW_TARGET_RECALL`. Returns ``(efSearch, description)``."""
+    """Set the HNSW ``index``'s efSearch: from :data:`HNSW_EF_SEARCH`, raised by :data:`HNSW_EF_STEP` (up to
+    :data:`HNSW_EF_MAX`) until recall@k on :data:`RECALL_SAMPLE` tuning rows (disjoint from the rows of the
+    reported estimate) reaches :data:`HNSW_TARGET_RECALL`. Returns ``(efSearch, description)``."""
     rows = _sample_rows(len(Z), seed, offset=1)
     if len(rows) == 0:
         rows = _sample_rows(len(Z), seed)
@@ -273,10 +306,10 @@ def tune_ef_search(index, Z: np.ndarray, Z32: np.ndarray, k: int, metric: str, s
         _, d = _search_all(index, Z, Z32, k, metric, None, rows=rows)
         recall = float((d <= kth).mean())
         tried.append(f"{ef}: {recall:.3f}")
-        # stop at the target, at the cap, or when doubling no longer helps (1M x 64: 0.774 from 96 to 1536)
-        if recall >= HNSW_TARGET_RECALL or ef >= HNSW_EF_MAX or recall - last < 0.005:
+        # stop at the target, at the cap, or when a larger efSearch no longer helps
+        if recall >= HNSW_TARGET_RECALL or ef >= HNSW_EF_MAX or recall - last < 0.002:
             return ef, f"(tuning recall {', '.join(tried)})"
-        last, ef = recall, min(2 * ef, HNSW_EF_MAX)
+        last, ef = recall, min(int(round(ef * HNSW_EF_STEP)), HNSW_EF_MAX)
 
 
 def estimate_recall(Z: np.ndarray, indices: np.ndarray, distances: np.ndarray, metric: str, *,

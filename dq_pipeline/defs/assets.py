@@ -274,7 +274,7 @@ def oof_probabilities(
 def neighbour_graph(context: dg.AssetExecutionContext, features: Features, settings: AuditSettings) -> NeighbourGraph:
     """Each example's k nearest other examples in feature space (cosine for embeddings, euclidean for
     tabular features), searched once per audit and read by the label-issue votes, the outliers and the near
-    duplicates. Exact (faiss brute force in blocks) up to a size, HNSW (approximate, with its measured
+    duplicates. Exact (torch brute force in blocks) up to a size, HNSW (approximate, with its measured
     recall) above; setting ``neighbour_method``."""
     from dq_pipeline.issues.label_issues import DEFAULT_N_NEIGHBORS
     from dq_pipeline.neighbours import build_neighbour_graph

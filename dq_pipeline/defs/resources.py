@@ -87,7 +87,7 @@ class AuditSettings(dg.ConfigurableResource):
     neighbour_method: str = Field(
         default="auto",
         description="Neighbour graph shared by the kNN detectors (label votes, outliers, near duplicates): "
-                    "'exact' (faiss brute force, blocks), 'hnsw' (faiss HNSW, approximate; its estimated recall "
+                    "'exact' (torch brute force, blocks), 'hnsw' (hnswlib HNSW, approximate; its estimated recall "
                     "is in the neighbour_graph asset's metadata) or 'auto' (exact up to "
                     f"{neighbours.AUTO_EXACT_MAX_ROWS:,} rows, hnsw above)")
     exclude_outliers: bool = Field(default=False, description="Curation: exclude flagged outliers")
