@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dq_pipeline.progress import heartbeat
+
 log = logging.getLogger(__name__)
 
 DEFAULT_N_FOLDS = 5
@@ -124,14 +126,22 @@ MODELS = ("logreg", *FAST_MODELS)
 
 
 def per_tag_auroc(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
-    """(K,) AUROC of P[:, k] against Y[:, k]; NaN for a tag with a single class."""
-    from sklearn.metrics import roc_auc_score
+    """(K,) AUROC of P[:, k] against Y[:, k]; NaN for a tag with a single class.
+
+    The Mann-Whitney form: (sum of the positives' ranks - n1 (n1 + 1) / 2) / (n1 n0), tied scores at their mean
+    rank, which is sklearn's ``roc_auc_score`` (ties count one half) with one sort per tag instead of its
+    curve (1M rows x 40 tags: ~2x faster)."""
+    from scipy.stats import rankdata
 
     Y = np.asarray(Y)
     out = np.full(Y.shape[1], np.nan)
     for k in range(Y.shape[1]):
-        if 0 < Y[:, k].sum() < len(Y):
-            out[k] = roc_auc_score(Y[:, k], P[:, k])
+        pos = Y[:, k] != 0
+        n1 = int(pos.sum())
+        n0 = len(pos) - n1
+        if n1 and n0:
+            ranks = rankdata(P[:, k])
+            out[k] = (ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)
     return out
 
 
@@ -142,13 +152,16 @@ def out_of_fold_probabilities(
     seed: int = DEFAULT_SEED,
     model: str = DEFAULT_MODEL,
     progress: Callable[[int, int], None] | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> OutOfFold:
     """K-fold out-of-fold probabilities for every (example, tag).
 
     X: (N, D) finite features; Y: (N, K) 0/1 given tags, K >= 1 (a single tag may come as (N,)).
     Returns probabilities (N, K). A tag that is constant within a training fold (present in every row
     or in none) is predicted as that constant's prevalence; a fold where every tag is constant fits no
-    model. ``progress(done_folds, n_folds)`` is called after each fold; what each fold did (time, the
+    model. ``progress(done_folds, n_folds)`` is called after each fold; ``note(message)`` gets a start line, a
+    heartbeat every 10 s and the time taken of the fold assignment, which reports no count (~15 s at 1M rows); what
+    each fold did (time, the
     fast model's basis) is in ``fit_info`` and logged at INFO. ValueError for a non-finite X (naming
     the row and column), a Y that is not 0/1, or mismatched lengths.
     """
@@ -169,7 +182,9 @@ def out_of_fold_probabilities(
         i, j = np.argwhere(bad)[0]
         raise ValueError(f"X must be finite: row {i}, column {j} is {X[i, j].item()!r} "
                          f"({int(bad.sum())} non-finite values)")
-    folds = multilabel_folds(Y, n_folds, seed)
+    with heartbeat(note, f"cross-validation: assigning {len(Y):,} rows x {Y.shape[1]} tags to {n_folds} "
+                        "multilabel-stratified folds"):
+        folds = multilabel_folds(Y, n_folds, seed)
     P = np.zeros(Y.shape, dtype=np.float64)
     info: list[dict] = []
     for k in range(n_folds):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 def progress_line(stage: str, done: int, total: int, elapsed_s: float, unit: str = "items") -> str:
@@ -30,3 +32,29 @@ def throttled(emit: Callable[[str], None], stage: str, unit: str = "items",
             emit(progress_line(stage, done, total, now - started, unit))
 
     return report
+
+
+@contextmanager
+def heartbeat(emit: Callable[[str], None] | None, stage: str, every_s: float = 10.0) -> Iterator[None]:
+    """Progress for a stage that cannot count its work (a library call that reports nothing): emit
+    ``'<stage>: started'`` at once, ``'<stage>: still running, 20 s so far'`` every ``every_s`` seconds (from a
+    daemon thread) and ``'<stage>: done in 31.2 s'`` at the end. ``emit=None``: nothing is emitted."""
+    if emit is None:
+        yield
+        return
+    started = time.monotonic()
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            emit(f"{stage}: still running, {time.monotonic() - started:.0f} s so far")
+
+    emit(f"{stage}: started")
+    thread = threading.Thread(target=beat, name=f"heartbeat: {stage}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+    emit(f"{stage}: done in {time.monotonic() - started:.1f} s")

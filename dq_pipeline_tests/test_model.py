@@ -45,3 +45,15 @@ def test_constant_and_single_positive_tags(emotions_xy):
     oof = out_of_fold_probabilities(X[:, :10], Y, n_folds=3)
     assert np.all(oof.probabilities[:, 2] == 0)
     assert np.isnan(oof.auroc[2]) and np.isfinite(oof.probabilities).all()
+
+
+def test_per_tag_auroc_equals_sklearn_with_ties_and_single_class_tags():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    Y = (rng.random((500, 4)) < [0.3, 0.02, 0.0, 0.5]).astype(int)
+    P = np.round(rng.random((500, 4)) * 0.5 + 0.4 * Y, 1)  # coarse scores: many ties
+    got = per_tag_auroc(Y, P)
+    for k in (0, 1, 3):
+        assert abs(got[k] - roc_auc_score(Y[:, k], P[:, k])) < 1e-12
+    assert np.isnan(got[2])  # a tag nobody carries has no AUROC

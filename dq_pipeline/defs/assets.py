@@ -255,7 +255,8 @@ def oof_probabilities(
         context, settings, "oof_probabilities",
         [features.fingerprint, Y, settings.n_folds, settings.seed, settings.model],
         lambda: cv.out_of_fold_probabilities(features.X, Y, settings.n_folds, settings.seed, settings.model,
-                                             progress=_progress(context, "cross-validation folds", "folds")),
+                                             progress=_progress(context, "cross-validation folds", "folds"),
+                                             note=context.log.info),
     )
     auroc = pd.DataFrame({"tag": raw_examples.classes, "n_given": Y.sum(axis=0), "oof_auroc": oof.auroc.round(4)})
     context.add_output_metadata({
