@@ -267,7 +267,7 @@ def write_report(results: list[dict], out: Path, argv: list[str]) -> str:
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / GB:.0f} GB RAM, {platform.platform()}, "
         f"Python {platform.python_version()}; shared with other work (wall times are noisy; ratios are within "
         "one invocation).  ",
-        f"Commit: {_git('rev-parse', '--short', 'HEAD')}{' (+ uncommitted changes)' if _git('status', '--porcelain', '--untracked-files=no') else ''}"
+        f"Commit: {_git('rev-parse', '--short', 'HEAD')}{' (+ uncommitted changes)' if _git('status', '--porcelain', '--untracked-files=no', '--', '.', ':!bench/results') else ''}"
         f"; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
         "Each audit: `dq-pipeline audit FOLDER --db FILE` in a new process, fresh cache and DuckDB file (cold), "
         "`$DAGSTER_HOME` " + ("set to a fresh folder (persistent instance, pickled step outputs)"
