@@ -21,7 +21,9 @@ frame *with* the junk rows, euclidean), then ``find_outliers`` runs as the ``out
   *stress* copy holds all 10); full GoEmotions (54k, minus the bundled sample's rows) and 2,500 TMDb movie
   overviews, each + the fixture texts + 12 unseen junk texts; MULAN yeast and scene + planted rows.
 
-Methods: ``new`` = ``find_outliers`` defaults (calibrated threshold); ``old`` = the previous Tukey fence
+Methods: ``new`` = ``find_outliers`` defaults as the ``outliers`` asset calls it (calibrated threshold; texts
+with ``pieces_per_word`` as the second statistic); ``knn`` = the same on the k-NN distance alone (the default
+before that statistic); ``old`` = the previous Tukey fence
 (``find_outliers(..., method="iqr")``, Q3 + 3 IQR); ``baseline`` = a model-free robust z-score (max over
 simple per-item statistics: pixel statistics / character classes and length / per-column values) flagged
 at the same calibrated rule as ``new`` (see ``flag_by_null``) and ranked by that max z.
@@ -75,6 +77,7 @@ class Case:
     baseline: np.ndarray  # (N,) model-free outlyingness, HIGH = more outlying
     notes: str = ""
     hard: np.ndarray | None = field(default=None)  # (N,) bool: junk kinds not counted in the goal
+    extra: np.ndarray | None = field(default=None)  # (N,) the detector's second statistic (texts: pieces per word)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -253,8 +256,10 @@ def text_case(name: str, split: str, clean: list[str], junk: pd.DataFrame, notes
     t0 = time.perf_counter()
     X = _embed_texts(texts)
     print(f"  {name}: {len(texts)} texts embedded/loaded in {time.perf_counter() - t0:.0f}s", flush=True)
+    from dq_pipeline.embed.text import pieces_per_word
+
     return Case(name, "text", split, X, "cosine", is_junk, [""] * len(clean) + list(junk["kind"]),
-                robust_z_max(text_statistics(texts)), notes)
+                robust_z_max(text_statistics(texts)), notes, extra=pieces_per_word(texts))
 
 
 def image_case(name: str, split: str, clean: list[Path], junk: list[tuple[str, Path]], notes: str = "") -> Case:
@@ -302,11 +307,15 @@ def build_cases(args: argparse.Namespace, tmp: Path) -> list[Case]:
         bundled = pd.read_csv(DATA / "miml_scenes" / "labels.csv")
         cases.append(image_case("MIML photos (bundled 400)", "validation",
                                 [DATA / "miml_scenes" / p for p in bundled["image"]], fixture_junk))
+        shared = pd.read_csv(SHARED / "miml_natural_scenes" / "labels.csv")
+        rest = shared.loc[~shared["image"].isin(set(bundled["image"]))]
+        if args.miml_rows and args.miml_rows < len(rest):
+            held = rest.drop(rest.sample(args.miml_rows, random_state=SEED).index)
+            rest = rest.sample(args.miml_rows, random_state=SEED)
+            # the photos the test sample leaves out: a second image validation set (same 5 fixture junk)
+            cases.append(image_case(f"MIML photos (other {len(held)}, not in the test sample)", "validation",
+                                    [SHARED / "miml_natural_scenes" / p for p in held["image"]], fixture_junk))
         if not args.validation_only:
-            shared = pd.read_csv(SHARED / "miml_natural_scenes" / "labels.csv")
-            rest = shared.loc[~shared["image"].isin(set(bundled["image"]))]
-            if args.miml_rows and args.miml_rows < len(rest):
-                rest = rest.sample(args.miml_rows, random_state=SEED)
             photos = [SHARED / "miml_natural_scenes" / p for p in rest["image"]]
             unseen = unseen_junk_images(tmp / "junk_images")
             name = f"MIML photos (other {len(rest)})"
@@ -388,19 +397,20 @@ def aggregate(rows: list[dict]) -> dict:
 
 
 def run_methods(case: Case) -> dict[str, dict]:
+    """``new`` = the outliers asset's call (texts with their pieces-per-word statistic), ``knn`` = the same
+    without it (the default before), ``old`` = the Tukey fence, ``baseline``; one neighbour graph per case."""
+    from dq_pipeline.neighbours import build_neighbour_graph
+
     res = {}
-    new = ol.find_outliers(case.X, metric=case.metric)
+    graph = build_neighbour_graph(case.X, k=min(ol.DEFAULT_N_NEIGHBORS, len(case.X) - 1), metric=case.metric)
+    res["_graph"] = graph
+    new = ol.find_outliers(case.X, metric=case.metric, graph=graph, extra=case.extra)
     res["new"] = evaluate(case, new.scores, new.flags)
     res["_new_result"] = new
-    res["_z"] = ol.robust_log_null(-np.log(new.scores))[0]  # = d / median(d): the same z as log d
-    # the former default (Tukey fence Q3 + 3 IQR) on the same distances, recovered from the scores
-    # (score = exp(-d / median d)) so the k-NN search runs once; checked against the real call when N is small
-    d = -np.log(new.scores)
-    q1, q3 = np.percentile(d, [25, 75])
-    old_flags = d > q3 + ol.DEFAULT_IQR_FACTOR * (q3 - q1)
-    if len(d) <= 5000:
-        assert (ol.find_outliers(case.X, metric=case.metric, method="iqr").flags == old_flags).all()
-    res["old"] = evaluate(case, new.scores, old_flags)
+    knn = ol.find_outliers(case.X, metric=case.metric, graph=graph)
+    res["knn"] = evaluate(case, knn.scores, knn.flags)
+    old = ol.find_outliers(case.X, metric=case.metric, graph=graph, method="iqr")
+    res["old"] = evaluate(case, old.scores, old.flags)
     b = case.baseline
     res["baseline"] = evaluate(case, 1.0 / (1.0 + b), ol.flag_by_null(b))  # 1/(1+z): monotone, low = outlying
     return res
@@ -410,8 +420,9 @@ def fmt_pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-METHODS = ("new", "old", "baseline")
+METHODS = ("new", "knn", "old", "baseline")
 SENSITIVITY_Z = (2.25, 2.5, 2.75, 3.0, 3.5)
+SENSITIVITY_EXTRA_Z = (3.0, 3.5, 4.0, 4.5, 5.0, 6.0)
 
 
 def grouped(cases: list[Case], results: list[dict]) -> list[tuple[Case, list[Case], list[dict]]]:
@@ -434,6 +445,51 @@ def table_rows(cases: list[Case], results: list[dict]) -> list[dict]:
     return rows
 
 
+def _cell(cs: list[Case], rs: list[dict], z: float, extra_z: float | None) -> str:
+    """'recall / clean flagged' of find_outliers at thresholds z (and extra_z; None = no extra statistic)."""
+    agg = _evaluate_at(cs, rs, z, extra_z)
+    return f"{fmt_pct(agg['recall'])} / {fmt_pct(agg['clean_share'])}"
+
+
+#: ``choose_thresholds``: most clean examples a validation dataset may have flagged (a margin under the 2% goal).
+CHOICE_MAX_CLEAN = 0.015
+
+
+def choose_thresholds(cases: list[Case], results: list[dict]) -> dict[str, dict]:
+    """The rule that sets ``DEFAULT_Z_THRESHOLDS`` (and, for texts, ``DEFAULT_EXTRA_Z_THRESHOLD``), on the
+    **validation** cases only: per metric, over ``SENSITIVITY_Z`` (x ``SENSITIVITY_EXTRA_Z`` where the metric's
+    validation datasets include texts), keep the settings that flag at most ``CHOICE_MAX_CLEAN`` of every
+    validation dataset's clean examples; among them the highest mean recall over those datasets, then the lowest
+    mean clean share. Returns ``{metric: {"z", "extra_z", "recall", "clean"}}``."""
+    val = [(first, cs, rs) for first, cs, rs in grouped(cases, results) if first.split == "validation"]
+    out = {}
+    for metric in sorted({first.metric for first, _, _ in val}):
+        groups = [(cs, rs) for first, cs, rs in val if first.metric == metric]
+        texts = any(c.extra is not None for cs, _ in groups for c in cs)
+        best = None
+        for z in SENSITIVITY_Z:
+            for ez in SENSITIVITY_EXTRA_Z if texts else (None,):
+                aggs = [_evaluate_at(cs, rs, z, ez) for cs, rs in groups]
+                if max(a["clean_share"] for a in aggs) > CHOICE_MAX_CLEAN:
+                    continue
+                key = (np.mean([a["recall"] for a in aggs]), -np.mean([a["clean_share"] for a in aggs]))
+                if best is None or key > best[0]:
+                    best = (key, z, ez)
+        if best is not None:
+            out[metric] = {"z": best[1], "extra_z": best[2], "recall": best[0][0], "clean": -best[0][1]}
+    return out
+
+
+def _evaluate_at(cs: list[Case], rs: list[dict], z: float, extra_z: float | None) -> dict:
+    """Aggregate counts of find_outliers at thresholds z (and extra_z; None = no extra statistic)."""
+    out = []
+    for c, r in zip(cs, rs):
+        kw = {} if extra_z is None or c.extra is None else {"extra": c.extra, "extra_z_threshold": extra_z}
+        res = ol.find_outliers(c.X, metric=c.metric, graph=r["_graph"], z_threshold=z, **kw)
+        out.append(evaluate(c, res.scores, res.flags))
+    return aggregate(out)
+
+
 def report(cases: list[Case], results: list[dict], command: str, seconds: float) -> str:
     rows = table_rows(cases, results)
     lines = [
@@ -451,8 +507,9 @@ def report(cases: list[Case], results: list[dict], command: str, seconds: float)
         "over copies); **flagged** = examples flagged (tabular: summed over the five copies); **ties** = distinct "
         "feature rows minus distinct scores (0 = only identical items share a score; the baseline's statistics are "
         "coarse, so it ties a lot). "
-        "`new` = calibrated default (`find_outliers` defaults), `old` = the former Tukey fence Q3 + 3 IQR on the "
-        "same k-NN distance (same scores, other flags), `baseline` = model-free robust z (images: pixel "
+        "`new` = the outliers asset's call (`find_outliers` defaults; texts with their pieces-per-word statistic, "
+        "`dq_pipeline.embed.text.pieces_per_word`), `knn` = the same on the k-NN distance alone (the default before "
+        "the statistic), `old` = the former Tukey fence Q3 + 3 IQR on the same k-NN distance, `baseline` = model-free robust z (images: pixel "
         "statistics; texts: length and character classes; tabular: per-column |z|, max over columns), "
         "flagged by the same calibrated rule. Parameters of `new` were chosen on the **validation** rows only.",
         "",
@@ -471,16 +528,37 @@ def report(cases: list[Case], results: list[dict], command: str, seconds: float)
               + ", ".join(x["dataset"] for x in meets) + ".",
               "Flags are the top of the ranking in every case: "
               + str(all(x["top_is_flagged"] for x in rows if x["method"] != "baseline")) + "."]
-    lines += ["", "## Sensitivity of `new` to its threshold (not used to choose it: chosen on validation only)", "",
-              "recall / clean flagged at other `z_threshold` values, same scores and null fit.", "",
+    chosen = choose_thresholds(cases, results)
+    lines += ["", "## Thresholds chosen on the validation rows (`choose_thresholds`)", "",
+              "Rule: " + " ".join(choose_thresholds.__doc__.split("Returns")[0].split()), "",
+              "| metric | z_threshold | extra_z_threshold (texts) | validation recall (mean) | clean flagged (mean) | "
+              "shipped default |", "|---|---|---|---|---|---|"]
+    for metric, c in chosen.items():
+        shipped = f"{ol.DEFAULT_Z_THRESHOLDS.get(metric)}" + (
+            f" / {ol.DEFAULT_EXTRA_Z_THRESHOLD}" if c["extra_z"] is not None else "")
+        extra_z = "" if c["extra_z"] is None else f"{c['extra_z']:g}"
+        lines.append(f"| {metric} | {c['z']:g} | {extra_z} | {fmt_pct(c['recall'])} | {fmt_pct(c['clean'])} | "
+                     f"{shipped} |")
+    lines += ["", "## Sensitivity of `new` to its thresholds (chosen on the validation rows only)", "",
+              "recall / clean flagged at other `z_threshold` values (texts: with the pieces-per-word statistic at its "
+              f"default z > {ol.DEFAULT_EXTRA_Z_THRESHOLD:g}), same neighbour graph.", "",
               "| split | dataset | " + " | ".join(f"z > {z:g}" for z in SENSITIVITY_Z) + " |",
               "|---|---|" + "---|" * len(SENSITIVITY_Z)]
     for first, cs, rs in grouped(cases, results):
-        cells = []
-        for zt in SENSITIVITY_Z:
-            agg = aggregate([evaluate(c, r["_new_result"].scores, r["_z"] > zt) for c, r in zip(cs, rs)])
-            cells.append(f"{fmt_pct(agg['recall'])} / {fmt_pct(agg['clean_share'])}")
+        cells = [_cell(cs, rs, zt, ol.DEFAULT_EXTRA_Z_THRESHOLD) for zt in SENSITIVITY_Z]
         lines.append(f"| {first.split} | {first.name} | " + " | ".join(cells) + " |")
+    text_groups = [g for g in grouped(cases, results) if g[0].extra is not None]
+    if text_groups:
+        lines += ["", "Texts: recall / clean flagged over the pieces-per-word threshold (`extra_z_threshold`, rows) "
+                  "and `z_threshold` (columns); `none` = without the statistic.", ""]
+        for first, cs, rs in text_groups:
+            lines += [f"{first.name} ({first.split}):", "",
+                      "| extra z | " + " | ".join(f"z > {z:g}" for z in SENSITIVITY_Z) + " |",
+                      "|---|" + "---|" * len(SENSITIVITY_Z)]
+            for ez in (None, *SENSITIVITY_EXTRA_Z):
+                cells = [_cell(cs, rs, zt, ez) for zt in SENSITIVITY_Z]
+                lines.append(f"| {'none' if ez is None else f'> {ez:g}'} | " + " | ".join(cells) + " |")
+            lines.append("")
     lines += ["", "## Per junk item (`new`): rank by score (1 = most outlying); *not flagged* marked", ""]
     for c, r in zip(cases, results):
         res = r["_new_result"]

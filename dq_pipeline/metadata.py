@@ -88,7 +88,8 @@ FLAG_RULES = {
     "label_issues": "among the lowest-scoring examples, as many as the estimated number of wrongly tagged "
                     "examples (summary: expected_error_rate), plus any example breaking a learned label rule",
     "ambiguous": "a tag within the ambiguity margin of its decision threshold, or an ambiguous co-occurring pair",
-    "outliers": "k-NN distance far above the robust fit of the data's distances (outlier_z_threshold)",
+    "outliers": "k-NN distance far above the robust fit of the data's distances (outlier_z_threshold); texts also "
+                "when the tokenizer reads far more pieces per word than usual (outlier_extra_z_threshold)",
     "near_duplicates": "in a group of exact or near-duplicate examples",
 }
 SCORE_LABELS = {"label_issues": "label quality (low = likely wrong)", "ambiguous": "ambiguity (low = ambiguous)",

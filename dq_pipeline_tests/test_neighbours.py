@@ -129,7 +129,7 @@ def test_detectors_on_the_graph_equal_the_previous_searches(data) -> None:
     d_old = old_knn(X, 10, metric)[0].mean(axis=1)
     new = find_outliers(X, metric=metric, graph=g)
     np.testing.assert_allclose(knn_mean_distance(X, metric=metric, graph=g), d_old, rtol=TOL[metric], atol=1e-12)
-    np.testing.assert_array_equal(new.flags, flag_by_null(d_old))
+    np.testing.assert_array_equal(new.flags, flag_by_null(d_old, new.summary["z_threshold"]))
     np.testing.assert_array_equal(new.flags, find_outliers(X, metric=metric).flags)  # graph=None builds one
     # label votes (cosine neighbours): equal wherever the 15th neighbour is not tied
     if metric == "cosine":

@@ -91,6 +91,24 @@ def test_every_sensor_requested_run_succeeds(deployment: Deployment):
     assert set(deployment.instance.get_dynamic_partitions("dataset")) == set(DEMO)
 
 
+def test_outliers_of_texts_also_read_the_tokenizer_and_other_modalities_do_not(deployment: Deployment):
+    """The outliers asset gives texts a second statistic (tokenizer pieces per word); its summary says so, with the
+    per-metric threshold; photos and tabular rows are flagged on the k-NN distance alone."""
+    from dq_pipeline.issues.outliers import DEFAULT_EXTRA_Z_THRESHOLD, DEFAULT_Z_THRESHOLDS
+
+    for name, result in deployment.first_results.items():
+        outliers = next(m.step_materialization_data.materialization for m in result.get_asset_materialization_events()
+                        if m.asset_key == dg.AssetKey("outliers"))
+        summary = outliers.metadata["summary"].value
+        assert summary["z_threshold"] == DEFAULT_Z_THRESHOLDS[summary["metric"]], name
+        if name == "goemotions_sample":
+            assert summary["extra_statistic"] == "pieces_per_word"
+            assert summary["extra_z_threshold"] == DEFAULT_EXTRA_Z_THRESHOLD
+            assert 0 <= summary["n_outliers_by_extra"] <= summary["n_outliers"] <= 0.02 * 1261
+        else:
+            assert "extra_statistic" not in summary, name
+
+
 def test_rematerializing_one_partition_succeeds_and_becomes_latest(deployment: Deployment):
     before = deployment.latest_runs().set_index("dataset")["run_id"]
     result = deployment.launch(dg.RunRequest(partition_key="mulan_flags"))

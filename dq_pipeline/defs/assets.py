@@ -371,19 +371,30 @@ def outliers(
 ) -> DetectorResult:
     """Examples far from the rest in feature space: mean distance to the k nearest neighbours
     (cosine for embeddings, euclidean for standardised tabular features; from the neighbour graph);
+    texts also by how far the embedder's tokenizer is from reading them as words (pieces per word);
     0-1, low = outlier."""
     from dq_pipeline.issues.outliers import find_outliers
 
+    text = raw_examples.manifest.modality == "text"
+
     def compute() -> tuple[DetectorResult, dict[str, Any]]:
+        extra = None
+        if text:
+            from dq_pipeline.embed.text import pieces_per_word
+
+            extra = pieces_per_word(list(raw_examples.examples["text"]), settings.text_model)
         result = find_outliers(features.X, n_neighbors=settings.outlier_neighbors, metric=features.metric,
                                method=settings.outlier_method, z_threshold=settings.outlier_z_threshold,
-                               iqr_factor=settings.outlier_iqr_factor, graph=neighbour_graph)
+                               iqr_factor=settings.outlier_iqr_factor, graph=neighbour_graph, extra=extra,
+                               extra_z_threshold=settings.outlier_extra_z_threshold, extra_name="pieces_per_word")
         return result, detector_metadata("outliers", result, raw_examples, oof_probabilities)
 
     return _detector(context, settings, "outliers",
                      [features.fingerprint, raw_examples.fingerprint, oof_probabilities.fingerprint,
                       settings.outlier_neighbors, settings.outlier_iqr_factor, settings.outlier_method,
-                      settings.outlier_z_threshold, neighbour_graph.fingerprint], compute)
+                      settings.outlier_z_threshold, neighbour_graph.fingerprint,
+                      ("pieces_per_word", settings.text_model, settings.outlier_extra_z_threshold) if text else None],
+                     compute)
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name=GROUP)

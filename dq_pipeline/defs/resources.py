@@ -79,9 +79,16 @@ class AuditSettings(dg.ConfigurableResource):
     outlier_method: str = Field(default=outliers.DEFAULT_METHOD,
                                 description=f"Outlier flags, one of {list(outliers.METHODS)}: 'calibrated' = robust "
                                             "log-normal fit of the k-NN distances, flag above outlier_z_threshold")
-    outlier_z_threshold: float = Field(default=outliers.DEFAULT_Z_THRESHOLD,
-                                       description="Calibrated outlier flags: robust standard deviations of the "
-                                                   "log k-NN distance above its median")
+    outlier_z_threshold: float | None = Field(
+        default=None,
+        description="Calibrated outlier flags: robust standard deviations of the log k-NN distance above its median; "
+                    f"empty = per metric {outliers.DEFAULT_Z_THRESHOLDS} (chosen on bench/bench_outliers.py's "
+                    "validation datasets)")
+    outlier_extra_z_threshold: float = Field(
+        default=outliers.DEFAULT_EXTRA_Z_THRESHOLD,
+        description="Texts: also flag as outliers texts the embedder cannot read as words (tokenizer pieces per "
+                    "word, e.g. base64, another script, a run of one character) this many robust standard "
+                    "deviations of its log above its median")
     duplicate_threshold: float = Field(default=duplicates.DEFAULT_THRESHOLD,
                                        description="Near-duplicate cosine distance (embeddings)")
     neighbour_method: str = Field(

@@ -68,3 +68,38 @@ def test_empty_input_has_model_width() -> None:
 
 def test_model_is_loaded_once_per_process() -> None:
     assert load_text_model(DEFAULT_TEXT_MODEL) is load_text_model()
+
+
+def test_pieces_per_word_reads_prose_low_and_unreadable_strings_high() -> None:
+    """The outliers' extra statistic for texts: English comments read about 1-2 tokenizer pieces per word; a run of
+    one character, base64, another script and an unknown-token word read many (an unknown token costs one piece per
+    character it covers); an empty text reads 0."""
+    from dq_pipeline.embed.text import pieces_per_word
+
+    frame = pd.read_csv(GOEMOTIONS, keep_default_na=False)
+    prose = pieces_per_word(list(frame["text"]))
+    assert prose.shape == (len(frame),) and prose.dtype == np.float64
+    assert 1.0 <= np.median(prose) <= 1.6
+    assert np.quantile(prose, 0.9) < 2.5
+    junk = pieces_per_word(["z" * 90, "ha" * 60, "aGVsbG8gd29ybGQgdGhpcyBpcyBiYXNlNjQgdGV4dA==",
+                            "本次会议将于下周四", "", "I love it"])
+    assert junk[0] > 20 and junk[2] > 10 and junk[3] == 9.0  # 9 characters, one 'word'
+    assert junk[1] == 120.0  # one over-long word: one unknown token covering its 120 characters
+    assert junk[4] == 0.0 and junk[5] == 1.0
+
+
+def test_pieces_per_word_tokenizer_file_equals_the_models_tokenizer() -> None:
+    """The statistic reads the model folder's tokenizer.json alone (no model load); the loaded model's own
+    tokenizer (the path for a model without that file) gives the same values on the real comments."""
+    from dq_pipeline.embed.text import _tokenizer, pieces_per_word
+
+    texts = list(pd.read_csv(GOEMOTIONS, keep_default_na=False)["text"]) + ["ha" * 60, "本次会议", "café ☕ 👍"]
+    fast = pieces_per_word(texts)
+    hf = load_text_model().tokenizer
+    enc = hf(texts, add_special_tokens=False, truncation=False, return_offsets_mapping=True, verbose=False)
+    unk = hf.unk_token_id
+    slow = [(len(ids) + sum(b - a - 1 for t, (a, b) in zip(ids, sp) if t == unk and b - a > 1)) / max(len(t.split()), 1)
+            for t, ids, sp in zip(texts, enc["input_ids"], enc["offset_mapping"])]
+    np.testing.assert_array_equal(fast, np.asarray(slow))
+    encode, unk_id = _tokenizer(DEFAULT_TEXT_MODEL)
+    assert unk_id == unk

@@ -110,3 +110,47 @@ def test_progress_searches_in_blocks_with_the_same_distances(monkeypatch: pytest
         assert calls == [(50, 244), (100, 244), (150, 244), (200, 244), (244, 244)]
     result = find_outliers(X, progress=lambda d, t: None)
     np.testing.assert_array_equal(result.flags, find_outliers(X).flags)
+
+
+def test_extra_statistic_flags_what_the_distance_misses_and_leaves_the_rest_alone() -> None:
+    """A second statistic (texts: pieces per word) flags an example whose distance is ordinary, through one
+    effective distance: scores of examples the statistic does not dominate are unchanged, flags stay the top of
+    the ranking, and the summary counts what came from the statistic."""
+    from dq_pipeline.issues.outliers import effective_distance, robust_log_null
+
+    X, planted = _cloud_with_planted()
+    rng = np.random.default_rng(3)
+    extra = np.exp(rng.normal(0.3, 0.2, len(X)))  # log-normal, like pieces per word of prose
+    extra[40] = 60.0  # unreadable, yet in the middle of the cloud
+    base = find_outliers(X, metric="euclidean")
+    r = find_outliers(X, metric="euclidean", extra=extra, extra_name="pieces_per_word")
+    assert not base.flags[40] and r.flags[40]
+    assert np.flatnonzero(r.flags).tolist() == sorted([*planted, 40])
+    assert r.summary["n_outliers_by_extra"] == 1 and r.summary["extra_statistic"] == "pieces_per_word"
+    assert r.summary["extra_z_threshold"] == 5.0 and r.summary["z_threshold"] == 3.5  # the euclidean default
+    assert set(np.argsort(r.scores)[:3]) == {*planted, 40}
+    assert ((r.scores < r.summary["score_threshold"]) == r.flags).all()
+    d = knn_mean_distance(X, metric="euclidean")
+    e, taken = effective_distance(d, extra, 3.5, 5.0)
+    assert np.flatnonzero(taken).tolist() == [40]  # only where the statistic alone would flag
+    np.testing.assert_array_equal(e[~taken], d[~taken])
+    np.testing.assert_array_equal(r.scores[~taken], base.scores[~taken])
+    assert (e[taken] > d[taken]).all()
+    # where taken, the effective distance's z on the distance's null is the statistic's z minus the shift
+    z_d, center, scale = robust_log_null(d)
+    z_e = robust_log_null(extra)[0]
+    np.testing.assert_allclose((np.log(e[taken]) - center) / scale, z_e[taken] - 1.5, rtol=1e-6)
+    # a statistic that is not one finite value >= 0 per example is refused
+    for bad in (extra[:-1], np.r_[extra[:-1], np.nan], -extra):
+        with pytest.raises(ValueError, match="extra must be"):
+            find_outliers(X, metric="euclidean", extra=bad)
+
+
+def test_per_metric_default_thresholds_and_an_explicit_one() -> None:
+    from dq_pipeline.issues.outliers import DEFAULT_Z_THRESHOLDS
+
+    X, _ = _cloud_with_planted()
+    assert find_outliers(X).summary["z_threshold"] == DEFAULT_Z_THRESHOLDS["cosine"]
+    assert find_outliers(X, metric="euclidean").summary["z_threshold"] == DEFAULT_Z_THRESHOLDS["euclidean"]
+    loose = find_outliers(X, metric="euclidean", z_threshold=1.0)
+    assert loose.summary["z_threshold"] == 1.0 and loose.summary["n_outliers"] > 2

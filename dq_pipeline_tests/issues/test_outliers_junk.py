@@ -83,8 +83,9 @@ def goemotions_with_junk() -> tuple[np.ndarray, np.ndarray, list[str], list[str]
 
 
 def test_goemotions_sample_plus_junk_texts_flags_the_junk(goemotions_with_junk) -> None:
-    """1,261 real comments + 16 texts that are not comments. Measured (bench/results/outliers.md): 10 of 16
-    flagged (code, markup, a stack trace, other languages), 5 comments; the former fence flagged nothing."""
+    """1,261 real comments + 16 texts that are not comments, on the embedding's k-NN distance alone. Measured
+    (bench/results/outliers.md, validation rows): 11 of 16 flagged (code, markup, a stack trace, other languages)
+    and 8 comments at the cosine default z 2.5; the former fence flagged nothing."""
     X, junk, kinds, texts = goemotions_with_junk
     r = find_outliers(X)
     flagged_kinds = {kinds[i] for i in np.flatnonzero(r.flags & junk)}
@@ -97,6 +98,25 @@ def test_goemotions_sample_plus_junk_texts_flags_the_junk(goemotions_with_junk) 
     assert len(set(texts)) - len(np.unique(r.scores)) <= 5
     assert len(np.unique(r.scores)) == len(np.unique(X, axis=0))
     assert not find_outliers(X, method="iqr").flags.any()
+
+
+def test_goemotions_junk_texts_all_flagged_with_pieces_per_word(goemotions_with_junk) -> None:
+    """As the outliers asset calls it for texts: with the tokenizer's pieces per word as the second statistic, all
+    16 junk texts are flagged — base64, hex, a run of one character, numbers and JSON too, which the distance alone
+    misses (their embeddings sit among short comments) — and at most 1.5% of the comments (measured: 13 of 1,261)."""
+    from dq_pipeline.embed.text import pieces_per_word
+
+    X, junk, kinds, texts = goemotions_with_junk
+    alone = find_outliers(X)
+    r = find_outliers(X, extra=pieces_per_word(texts), extra_name="pieces_per_word")
+    assert r.flags[junk].all()
+    assert not alone.flags[junk].all()
+    assert {kinds[i] for i in np.flatnonzero(junk & ~alone.flags)} <= {kinds[i] for i in np.flatnonzero(r.flags)}
+    assert r.flags[~junk].mean() <= 0.015
+    assert r.summary["n_outliers_by_extra"] >= 1
+    _assert_flags_top_of_ranking(r)
+    assert set(np.argsort(r.scores, kind="stable")[: junk.sum()]) & set(np.flatnonzero(junk))
+    assert len(np.unique(r.scores)) == len(np.unique(X, axis=0))  # no mass ties
 
 
 def test_tabular_rows_far_outside_the_data_are_flagged(emotions_frame) -> None:
