@@ -19,6 +19,11 @@ DEFAULT_SEED = 0
 #: 'fast_logreg' fits the same L2 logistic regression as 'logreg' for all tags at once: 5.4-5.7x faster
 #: cross-validation at equal planted-error AUPRC on 4 real datasets (bench/results/cv_speed.md).
 DEFAULT_MODEL = "fast_logreg"
+#: L2 strength of the shipped classifiers (sklearn's C on standardised features, for 'logreg' and every fast
+#: variant alike). Chosen on the validation half of the quality benchmark's datasets by out-of-fold log-loss
+#: (bench/bench_regularization.py -> bench/results/regularization.md): sklearn's default C = 1, used until
+#: 2026-12-07, over-fits every one of them (validation mean log-loss 0.448 vs 0.347 at 0.03).
+DEFAULT_C = 0.03
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,8 @@ def _as_tag_matrix(Y: np.ndarray, dtype: type = np.int64) -> np.ndarray:
 def make_model(name: str = DEFAULT_MODEL, seed: int = DEFAULT_SEED):
     """A fresh multi-label estimator (fit(X, Y) / predict_proba(X) -> (N, K)) by name.
 
-    ``logreg``: standardised features + one-vs-rest logistic regression (cleanlab's recipe).
+    ``logreg``: standardised features + one-vs-rest logistic regression (cleanlab's recipe) at
+    :data:`DEFAULT_C`.
     ``fast_logreg``: the same L2 logistic regression (same C, tol) for all tags at once with
     Newton-preconditioned, lockstep per-tag L-BFGS, per-iteration products in float32
     (:class:`dq_pipeline.fast_model.JointLogisticRegression`); ``fast_logreg_f64``: the same in
@@ -105,7 +111,8 @@ def make_model(name: str = DEFAULT_MODEL, seed: int = DEFAULT_SEED):
 
     if name == "logreg":
         return make_pipeline(
-            StandardScaler(), OneVsRestClassifier(LogisticRegression(max_iter=1000, random_state=seed))
+            StandardScaler(),
+            OneVsRestClassifier(LogisticRegression(C=DEFAULT_C, max_iter=1000, random_state=seed)),
         )
     if name in FAST_MODELS:
         from dq_pipeline.fast_model import JointLogisticRegression
@@ -116,11 +123,11 @@ def make_model(name: str = DEFAULT_MODEL, seed: int = DEFAULT_SEED):
 
 #: Keyword arguments of :class:`dq_pipeline.fast_model.JointLogisticRegression` per model name.
 FAST_MODELS: dict[str, dict] = {
-    "fast_logreg": {"dtype": "float32", "history": 5},
-    "fast_logreg_f64": {"history": 5},
-    "joint_logreg": {"solver": "scipy", "precondition": False},
-    "joint_logreg_precond": {"solver": "scipy"},
-    "fast_logreg_pca": {"dtype": "float32", "history": 5, "n_components": 256},
+    "fast_logreg": {"C": DEFAULT_C, "dtype": "float32", "history": 5},
+    "fast_logreg_f64": {"C": DEFAULT_C, "history": 5},
+    "joint_logreg": {"C": DEFAULT_C, "solver": "scipy", "precondition": False},
+    "joint_logreg_precond": {"C": DEFAULT_C, "solver": "scipy"},
+    "fast_logreg_pca": {"C": DEFAULT_C, "dtype": "float32", "history": 5, "n_components": 256},
 }
 MODELS = ("logreg", *FAST_MODELS)
 

@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from dq_pipeline.fast_model import JointLogisticRegression
-from dq_pipeline.model import FAST_MODELS, make_model, out_of_fold_probabilities, per_tag_auroc
+from dq_pipeline.model import DEFAULT_C, FAST_MODELS, make_model, out_of_fold_probabilities, per_tag_auroc
 
 
 def test_probabilities_are_per_tag_and_in_unit_interval(emotions_xy):
@@ -35,7 +35,7 @@ def test_out_of_fold_quality_matches_logreg(emotions_xy):
 
 @pytest.mark.parametrize("name", ["fast_logreg", "fast_logreg_f64", "joint_logreg", "joint_logreg_precond"])
 def test_same_optimum_as_sklearn_logistic_regression(emotions_xy, name):
-    """Same objective as StandardScaler + LogisticRegression(C=1): at a tight tolerance both land on
+    """Same objective as StandardScaler + LogisticRegression(C=DEFAULT_C): at a tight tolerance both land on
     the same weights, also with a constant column and a column of tiny but real variance."""
     X, Y = emotions_xy
     rng = np.random.default_rng(0)
@@ -47,7 +47,7 @@ def test_same_optimum_as_sklearn_logistic_regression(emotions_xy, name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for k in range(Y.shape[1]):
-            ref = LogisticRegression(tol=1e-12, max_iter=100_000).fit(Xs.transform(X), Y[:, k])
+            ref = LogisticRegression(C=DEFAULT_C, tol=1e-12, max_iter=100_000).fit(Xs.transform(X), Y[:, k])
             w = est.coef_[:, k] * Xs.scale_  # weights on standardised features
             assert np.abs(w - ref.coef_[0]).max() < 1e-4 * np.abs(ref.coef_[0]).max()
             p_ref = ref.predict_proba(Xs.transform(X))[:, 1]

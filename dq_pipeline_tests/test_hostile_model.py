@@ -183,7 +183,7 @@ def test_gram_path_is_the_same_model(wide_codes, name):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for k in range(Y.shape[1]):
-                ref = LogisticRegression(tol=1e-10, max_iter=100_000).fit(Xs, Y[:, k])
+                ref = LogisticRegression(C=kw["C"], tol=1e-10, max_iter=100_000).fit(Xs, Y[:, k])
                 assert np.abs(p_gram[:, k] - ref.predict_proba(Xs)[:, 1]).max() < 1e-5
 
 
