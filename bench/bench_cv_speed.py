@@ -63,7 +63,7 @@ sys.path.insert(0, str(REPO))
 
 from dq_pipeline.ingest import parse_tags, tags_matrix  # noqa: E402
 from bench.label_variants import variant_label_issues  # noqa: E402
-from dq_pipeline.model import out_of_fold_probabilities  # noqa: E402
+from dq_pipeline.model import DEFAULT_C, out_of_fold_probabilities  # noqa: E402
 
 SHARED_DATA = Path(os.environ.get("DQ_SHARED_DATA", REPO.parent / "shared" / "data"))
 RESULTS = REPO / "bench" / "results"
@@ -199,8 +199,8 @@ def main(argv: list[str] | None = None) -> None:
         f"- planted noise: one random tag flipped in {args.noise_rate:.0%} of the examples (seed {args.noise_seed});"
         " AUPRC = average_precision_score(planted, -variant_label_issues(Y_noisy, P_oof, method=confident_learning).scores), chance = "
         f"{args.noise_rate:.2f}; dAUPRC = model - logreg with a 95% paired bootstrap interval",
-        "- models: `logreg` = StandardScaler + OneVsRest(LogisticRegression(max_iter=1000)); the others are"
-        " `dq_pipeline.fast_model.JointLogisticRegression` (same objective, C=1, tol=1e-4 on sklearn's"
+        f"- models: `logreg` = StandardScaler + OneVsRest(LogisticRegression(C={DEFAULT_C:g}, max_iter=1000)); the"
+        f" others are `dq_pipeline.fast_model.JointLogisticRegression` (same objective, C={DEFAULT_C:g}, tol=1e-4 on sklearn's"
         " gradient criterion): `fast_logreg` = Newton-preconditioned lockstep per-tag L-BFGS, float32"
         " per-iteration products; `fast_logreg_f64` = the same in float64; `joint_logreg` = one scipy"
         " L-BFGS-B over all tags, no preconditioning; `joint_logreg_precond` = the same, preconditioned;"

@@ -455,3 +455,24 @@ def group_normalized(Y: np.ndarray, P: np.ndarray, features: np.ndarray | None =
         g = list(g)
         P[:, g] = np.clip(P[:, g] / np.maximum(P[:, g].sum(axis=1, keepdims=True), 1e-12), 1e-6, 1 - 1e-6)
     return find_label_issues(Y, P, features=features, seed=seed, rules=rules)
+
+
+def _estimate_quantile(q: float):
+    """The default detector with the error-rate estimate's threshold at quantile ``q`` of the planted scores."""
+
+    def detect(Y: np.ndarray, P: np.ndarray, features: np.ndarray | None = None, seed: int = 0) -> DetectorResult:
+        from dq_pipeline.issues import label_issues as li
+
+        before = li.ESTIMATE_QUANTILE
+        li.ESTIMATE_QUANTILE = q
+        try:
+            return li.find_label_issues(Y, P, features=features, seed=seed)
+        finally:
+            li.ESTIMATE_QUANTILE = before
+
+    return detect
+
+
+estimate_q05 = _estimate_quantile(0.05)
+estimate_q10 = _estimate_quantile(0.10)
+estimate_q30 = _estimate_quantile(0.30)
