@@ -8,6 +8,7 @@ loads them, against one instance and one DuckDB file for the whole module.
 
 from __future__ import annotations
 
+import re
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -101,6 +102,10 @@ def test_outliers_of_texts_also_read_the_tokenizer_and_other_modalities_do_not(d
                         if m.asset_key == dg.AssetKey("outliers"))
         summary = outliers.metadata["summary"].value
         assert summary["z_threshold"] == DEFAULT_Z_THRESHOLDS[summary["metric"]], name
+        table = outliers.metadata["worst_examples"].value
+        assert re.search(r"\| why +\|", table), name  # why each shown row was flagged
+        if summary["n_outliers_by_extra" if name == "goemotions_sample" else "n_outliers"]:
+            assert ("unreadable as words" if name == "goemotions_sample" else "far from its neighbours") in table
         if name == "goemotions_sample":
             assert summary["extra_statistic"] == "pieces_per_word"
             assert summary["extra_z_threshold"] == DEFAULT_EXTRA_Z_THRESHOLD

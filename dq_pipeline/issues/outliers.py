@@ -233,6 +233,8 @@ def find_outliers(
         continuous and strictly decreasing in ``d``, so only equal distances tie; a typical example
         scores ``exp(-1) ~ 0.37``, an example at distance 0 scores 1. ``flags``: ``d`` above the distance
         threshold, i.e. exactly the examples with ``scores < score_threshold`` — the top of the ranking.
+        ``details``: one row per flagged example — ``example_index``, ``knn_distance``, the extra statistic's value
+        (column named ``extra_name``; NaN without one) and ``flagged_by`` ('knn_distance' or ``extra_name``).
         ``summary``: ``n_outliers``, ``rate``, ``threshold`` (distance), ``score_threshold``, ``method``,
         ``metric``, ``n_neighbors`` (effective), ``median_distance``; calibrated also ``z_threshold``,
         ``null_center`` / ``null_scale`` (of log d) and ``expected_by_chance`` (examples the fitted null
@@ -309,4 +311,13 @@ def find_outliers(
     if extra is not None:
         summary.update({"extra_statistic": extra_name, "extra_z_threshold": float(extra_z_threshold),
                         "n_outliers_by_extra": int((flags & by_extra).sum())})
-    return DetectorResult(scores=scores, flags=flags, summary=summary, details=None)
+    import pandas as pd
+
+    rows = np.flatnonzero(flags)
+    details = pd.DataFrame({
+        "example_index": rows.astype(np.int64),
+        "knn_distance": d[rows],
+        extra_name if extra is not None else "extra": extra[rows] if extra is not None else np.full(len(rows), np.nan),
+        "flagged_by": np.where(by_extra[rows], extra_name, "knn_distance").astype(object),
+    })
+    return DetectorResult(scores=scores, flags=flags, summary=summary, details=details)

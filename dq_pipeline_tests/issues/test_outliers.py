@@ -129,6 +129,11 @@ def test_extra_statistic_flags_what_the_distance_misses_and_leaves_the_rest_alon
     assert r.summary["n_outliers_by_extra"] == 1 and r.summary["extra_statistic"] == "pieces_per_word"
     assert r.summary["extra_z_threshold"] == 5.0 and r.summary["z_threshold"] == 3.5  # the euclidean default
     assert set(np.argsort(r.scores)[:3]) == {*planted, 40}
+    assert r.details["example_index"].tolist() == sorted([*planted, 40])  # one row per flagged example
+    assert dict(zip(r.details["example_index"], r.details["flagged_by"])) == {
+        planted[0]: "knn_distance", planted[1]: "knn_distance", 40: "pieces_per_word"}
+    assert r.details.loc[r.details["example_index"] == 40, "pieces_per_word"].item() == 60.0
+    assert base.details["extra"].isna().all() and len(base.details) == 2
     assert ((r.scores < r.summary["score_threshold"]) == r.flags).all()
     d = knn_mean_distance(X, metric="euclidean")
     e, taken = effective_distance(d, extra, 3.5, 5.0)
