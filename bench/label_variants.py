@@ -21,6 +21,10 @@ probabilities (flagged about half of all examples whatever the noise rate).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import ModuleType
+
 import numpy as np
 
 from dq_pipeline.issues.base import DetectorResult
@@ -242,14 +246,21 @@ def mixture_rate_candidate(Y: np.ndarray, P: np.ndarray, features: np.ndarray | 
                            seed: int = 0) -> DetectorResult:
     """The shipped detector with the dropped mixture estimate :func:`mixture_error_rate` (for
     ``bench_quality.py --candidate mixture=bench.label_variants:mixture_rate_candidate``)."""
+    with _patched("estimate_error_rate", mixture_error_rate) as li:
+        return li.find_label_issues(Y, P, features=features, seed=seed)
+
+
+@contextmanager
+def _patched(attribute: str, value: object) -> Iterator[ModuleType]:
+    """``dq_pipeline.issues.label_issues`` with one module attribute replaced for the duration (yields the module)."""
     from dq_pipeline.issues import label_issues as li
 
-    shipped = li.estimate_error_rate
-    li.estimate_error_rate = mixture_error_rate
+    before = getattr(li, attribute)
+    setattr(li, attribute, value)
     try:
-        return li.find_label_issues(Y, P, features=features, seed=seed)
+        yield li
     finally:
-        li.estimate_error_rate = shipped
+        setattr(li, attribute, before)
 
 
 # --- issue 11: the default detector as it was before the speed work (for
@@ -464,14 +475,8 @@ def _estimate_quantile(q: float):
     3.45 / 2.03 / 1.20 (0.414): the quantile shifts every rate alike, the slope stays; none meets the bar."""
 
     def detect(Y: np.ndarray, P: np.ndarray, features: np.ndarray | None = None, seed: int = 0) -> DetectorResult:
-        from dq_pipeline.issues import label_issues as li
-
-        before = li.ESTIMATE_QUANTILE
-        li.ESTIMATE_QUANTILE = q
-        try:
+        with _patched("ESTIMATE_QUANTILE", q) as li:
             return li.find_label_issues(Y, P, features=features, seed=seed)
-        finally:
-            li.ESTIMATE_QUANTILE = before
 
     return detect
 
