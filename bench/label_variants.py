@@ -500,3 +500,26 @@ def _knn_weight(w: float):
 
 knn_weight_025 = _knn_weight(0.25)
 knn_weight_075 = _knn_weight(0.75)
+
+
+def _blend_cleanlab(weight: float):
+    """Exploration only: the default's flags and suggestions, its score rank-averaged with cleanlab's multi-label
+    score on the same P (``weight`` = cleanlab's share). The flags are then not the top of this ranking."""
+
+    def detect(Y: np.ndarray, P: np.ndarray, features: np.ndarray | None = None, seed: int = 0) -> DetectorResult:
+        from scipy.stats import rankdata
+
+        from dq_pipeline.issues.cleanlab_parity import detect_parity
+        from dq_pipeline.issues.label_issues import find_label_issues
+
+        ours = find_label_issues(Y, P, features=features, seed=seed)
+        cl = detect_parity(np.asarray(Y).astype(bool), P)
+        n = len(ours.scores)
+        r = ((1 - weight) * rankdata(ours.scores) + weight * rankdata(cl.scores)) / n
+        return DetectorResult(scores=np.clip(r, 0, 1), flags=ours.flags, summary=ours.summary, details=ours.details)
+
+    return detect
+
+
+blend_cleanlab_025 = _blend_cleanlab(0.25)
+blend_cleanlab_050 = _blend_cleanlab(0.5)

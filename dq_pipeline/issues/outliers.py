@@ -21,9 +21,10 @@ junk: for texts, :func:`dq_pipeline.embed.text.pieces_per_word` — how far the 
 reading the text as words (base64, hex, another script, a repeated character). Embeddings of such strings
 cluster with each other and with short comments, so their k-NN distance is ordinary. The statistic gets its
 own robust log-normal null and threshold (``extra_z_threshold``); the two are combined into one *effective
-distance* (the k-NN distance, or the distance whose z equals the extra statistic's z shifted so that both
-thresholds coincide, whichever is larger), and every flag rule and the score work on it. Flags stay the top
-of the ranking; without ``extra`` the effective distance is the k-NN distance.
+distance*: where the statistic alone would flag and says more than the distance does, the distance whose z equals
+the statistic's z shifted so that both thresholds coincide; elsewhere the k-NN distance itself (:func:`effective_distance`).
+Every flag rule and the score work on it, so flags stay the top of the ranking; without ``extra`` the effective
+distance is the k-NN distance.
 """
 
 from __future__ import annotations
@@ -208,7 +209,7 @@ def find_outliers(
     method : ``"calibrated"`` (default) or ``"iqr"``
         ``"calibrated"``: :func:`flag_by_null` on the distances (robust log-normal null, flag above
         ``z_threshold``). ``"iqr"``: distances above ``Q3 + iqr_factor * IQR`` (the former default).
-    z_threshold : float, default 2.75
+    z_threshold : float or None, default None
         Calibrated threshold in robust null standard deviations of the log distance; None = the metric's
         default (:data:`DEFAULT_Z_THRESHOLDS`).
     contamination : float or None, default None
@@ -228,8 +229,8 @@ def find_outliers(
     Returns
     -------
     DetectorResult
-        ``scores`` (N,) in [0, 1], **low = outlier**: ``exp(-d / median(d))`` with ``d`` the
-        k-NN mean distance (the form cleanlab uses for its k-NN out-of-distribution score);
+        ``scores`` (N,) in [0, 1], **low = outlier**: ``exp(-d / median(d))`` with ``d`` the effective
+        distance (the k-NN mean distance, see ``extra``; the median is the k-NN distance's) (the form cleanlab uses for its k-NN out-of-distribution score);
         continuous and strictly decreasing in ``d``, so only equal distances tie; a typical example
         scores ``exp(-1) ~ 0.37``, an example at distance 0 scores 1. ``flags``: ``d`` above the distance
         threshold, i.e. exactly the examples with ``scores < score_threshold`` — the top of the ranking.
