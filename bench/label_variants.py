@@ -504,7 +504,9 @@ knn_weight_075 = _knn_weight(0.75)
 
 def _blend_cleanlab(weight: float):
     """Exploration only: the default's flags and suggestions, its score rank-averaged with cleanlab's multi-label
-    score on the same P (``weight`` = cleanlab's share). The flags are then not the top of this ranking."""
+    score on the same P (``weight`` = cleanlab's share). The flags are then not the top of this ranking. Lost on the
+    validation half (2026-12-07, C = 0.03): mean AUPRC 0.418 (weight 0.25) and 0.398 (0.5) vs 0.431; better only
+    on scene (0.576 vs 0.562)."""
 
     def detect(Y: np.ndarray, P: np.ndarray, features: np.ndarray | None = None, seed: int = 0) -> DetectorResult:
         from scipy.stats import rankdata

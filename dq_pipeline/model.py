@@ -16,8 +16,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_N_FOLDS = 5
 DEFAULT_SEED = 0
-#: 'fast_logreg' fits the same L2 logistic regression as 'logreg' for all tags at once: 5.4-5.7x faster
-#: cross-validation at equal planted-error AUPRC on 4 real datasets (bench/results/cv_speed.md).
+#: 'fast_logreg' fits the same L2 logistic regression as 'logreg' for all tags at once: 4.1-7.4x faster
+#: cross-validation at equal planted-error AUPRC on 4 real datasets (bench/results/cv_speed.md, both at DEFAULT_C).
 DEFAULT_MODEL = "fast_logreg"
 #: L2 strength of the shipped classifiers (sklearn's C on standardised features, for 'logreg' and every fast
 #: variant alike). Chosen on the validation half of the quality benchmark's datasets by out-of-fold log-loss
