@@ -32,6 +32,18 @@ class CurationPolicy:
     keep_one_per_duplicate_group: bool = False
 
 
+def outlier_reasons(outliers: DetectorResult, n: int) -> pd.Series:
+    """(n,) what flagged each outlier (the detector's ``flagged_by``: 'knn_distance' or 'pieces_per_word'),
+    missing where not flagged; 'knn_distance' for every flagged example of a result without that column."""
+    out = pd.Series(pd.array([None] * n, dtype="string"))
+    d = outliers.details
+    if d is not None and len(d) and "flagged_by" in d:
+        out.iloc[d["example_index"].to_numpy()] = d["flagged_by"].astype(str).to_numpy()
+    else:
+        out[np.asarray(outliers.flags, dtype=bool)] = "knn_distance"
+    return out
+
+
 def tag_flag_matrix(details: pd.DataFrame, shape: tuple[int, int]) -> np.ndarray:
     """(N, K) bool from tag-issue rows (columns example_index, tag_index)."""
     out = np.zeros(shape, dtype=bool)
@@ -369,6 +381,7 @@ def audit_tables(
         "borderline_tags": borderline,
         "outlier_score": outliers.scores,
         "is_outlier": outliers.flags,
+        "outlier_reason": outlier_reasons(outliers, n),
         "near_duplicate_group": pd.array(np.where(group >= 0, group, 0), dtype="Int32"),
         "is_near_duplicate": duplicates.flags,
         "near_duplicate_conflict": conflict,

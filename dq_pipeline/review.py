@@ -42,9 +42,9 @@ _SEVERITY = ("coalesce(least(CASE WHEN e.is_label_issue THEN e.label_quality END
              "CASE WHEN e.is_ambiguous THEN e.ambiguity END, CASE WHEN e.is_outlier THEN e.outlier_score END), "
              "1.0::DOUBLE)")
 ITEM_COLUMNS = ("example_id", "row_number", "severity", "given_labels", "suggested_labels", "label_quality",
-                "ambiguity", "outlier_score", "is_label_issue", "is_ambiguous", "is_outlier", "is_near_duplicate",
-                "near_duplicate_conflict", "near_duplicate_group", "review_action", "reviewed_labels",
-                "is_open_issue", "reopened_reason", "payload")
+                "ambiguity", "outlier_score", "outlier_reason", "is_label_issue", "is_ambiguous", "is_outlier",
+                "is_near_duplicate", "near_duplicate_conflict", "near_duplicate_group", "review_action",
+                "reviewed_labels", "is_open_issue", "reopened_reason", "payload")
 _ITEM_SQL = ", ".join(f"{_SEVERITY} AS severity" if c == "severity" else f"e.{c}" for c in ITEM_COLUMNS)
 REVIEW_COLUMNS = tuple(store.REVIEW_COLUMNS)
 _INSERT_REVIEW = (f"INSERT INTO reviews ({', '.join(REVIEW_COLUMNS)}) "

@@ -260,6 +260,15 @@ HISTORY_MIGRATION = Migration(5, "audit history: audit_changes, example_changes,
 ))
 MIGRATIONS = MIGRATIONS + (HISTORY_MIGRATION,)
 TABLES = TABLES + ("audit_changes", "example_changes")
+#: Version 6: why an outlier was flagged — ``examples.outlier_reason`` ('knn_distance': far from its nearest
+#: neighbours; 'pieces_per_word': a text its embedder's tokenizer cannot read as words; NULL when not an outlier).
+OUTLIER_REASON_MIGRATION = Migration(6, "examples.outlier_reason: what flagged an outlier", (
+    "ALTER TABLE examples ADD COLUMN IF NOT EXISTS outlier_reason VARCHAR",
+    _comment("examples", "outlier_reason", "why is_outlier: knn_distance (far from its nearest neighbours) | "
+                                           "pieces_per_word (a text the tokenizer cannot read as words); NULL if "
+                                           "not an outlier"),
+))
+MIGRATIONS = MIGRATIONS + (OUTLIER_REASON_MIGRATION,)
 #: Per-example tables whose rows retention deletes for audits older than the last N (``prune_history``);
 #: the others (audit_runs, class_summary, tag_confusions) are summaries, kept forever.
 DETAIL_TABLES: tuple[str, ...] = ("examples", "tag_issues", "predictions", "duplicate_groups", "quarantine",

@@ -34,6 +34,8 @@ def _assert_tables_filled(db: str, n: int) -> None:
         assert ex[column].notna().all(), column
     assert runs["n_label_issues"].item() == ex["is_label_issue"].sum()
     assert runs["n_outliers"].item() == ex["is_outlier"].sum()
+    assert (ex["outlier_reason"].notna() == ex["is_outlier"]).all()  # why each outlier was flagged, and only them
+    assert set(ex["outlier_reason"].dropna()) <= {"knn_distance", "pieces_per_word"}
     assert len(_latest(db, "predictions")) == n * k
     summary = _latest(db, "class_summary")
     assert len(summary) == k and summary["oof_auroc"].notna().any()

@@ -28,6 +28,8 @@ from dq_pipeline_tests.conftest import DATA, REPO, stop_process_group
 
 BIN = Path(sys.executable).parent
 SCRIPT_TEXT = "<script>alert(1)</script>"
+#: A comment replaced by base64: the outliers flag it as unreadable as words (tokenizer pieces per word).
+UNREADABLE_TEXT = "c2VjcmV0IGtleSBtYXRlcmlhbCBmb3IgdGhlIGJhY2t1cCBqb2IgcnVubmluZyBhdCBtaWRuaWdodA=="
 N_TEXT, N_IMAGE = 300, 60
 
 
@@ -38,7 +40,8 @@ def _free_port() -> int:
 
 
 def build_subsets(root: Path, tabular: bool = False) -> Path:
-    """``root/data`` with ~300 GoEmotions rows (row 6's text replaced by ``SCRIPT_TEXT``), ~60 MIML photos
+    """``root/data`` with ~300 GoEmotions rows (row 6's text replaced by ``SCRIPT_TEXT``, row 9's by
+    ``UNREADABLE_TEXT``), ~60 MIML photos
     (every 7th row, their image files only) and, when ``tabular``, MULAN flags as it is."""
     data = root / "data"
     text = data / "goemotions_sample"
@@ -48,6 +51,7 @@ def build_subsets(root: Path, tabular: bool = False) -> Path:
         rows = list(csv.reader(fh))
     header, body = rows[0], rows[1:N_TEXT + 1]
     body[5][header.index("text")] = SCRIPT_TEXT
+    body[8][header.index("text")] = UNREADABLE_TEXT
     with open(text / "comments.csv", "w", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerows([header, *body])
 
@@ -239,6 +243,28 @@ def test_text_is_escaped_on_queue_and_card(served) -> None:
     assert status == 200 and SCRIPT_TEXT not in page.decode()
     status, detail = server.get_json(f"/api/datasets/goemotions_sample/examples/{quote(sid, safe='')}")
     assert status == 200 and detail["payload"] == SCRIPT_TEXT  # the API returns data, not HTML
+
+
+def test_an_outlier_says_why_it_was_flagged(served) -> None:
+    """The base64 'comment' is an outlier because its text is unreadable as words; the card and the queue say so,
+    the API gives the reason; a photo or row flagged for its distance says that instead."""
+    server, data, db = served
+    with open(data / "goemotions_sample" / "comments.csv", newline="", encoding="utf-8") as fh:
+        uid = next(r["id"] for r in csv.DictReader(fh) if r["text"] == UNREADABLE_TEXT)
+    status, detail = server.get_json(f"/api/datasets/goemotions_sample/examples/{quote(uid, safe='')}")
+    assert status == 200 and detail["is_outlier"] and detail["outlier_reason"] == "pieces_per_word"
+    status, _, page = server.request("GET", f"/datasets/goemotions_sample/examples/{quote(uid, safe='')}")
+    assert status == 200 and "unreadable as words" in page.decode() and "outlier: unreadable text" in page.decode()
+    status, _, page = server.request("GET", "/datasets/goemotions_sample?issue=outlier&limit=500")
+    assert status == 200 and "outlier: unreadable text" in page.decode()
+    with duckdb.connect(str(db), read_only=True) as con:
+        far = con.execute("SELECT dataset, example_id FROM latest_examples WHERE outlier_reason = 'knn_distance' "
+                          "ORDER BY dataset, example_id LIMIT 1").fetchone()
+        unflagged = con.execute("SELECT count(*) FROM latest_examples WHERE NOT is_outlier AND outlier_reason IS NOT "
+                                "NULL").fetchone()[0]
+    assert far is not None and unflagged == 0
+    status, _, page = server.request("GET", f"/datasets/{far[0]}/examples/{quote(far[1], safe='')}")
+    assert status == 200 and "far from its neighbours" in page.decode()
 
 
 def test_images_are_served_only_from_inside_the_dataset_folder(served) -> None:
