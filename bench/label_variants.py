@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from types import ModuleType
 
 import numpy as np
@@ -35,6 +36,7 @@ from dq_pipeline.issues.label_issues import (
     readable_quality,
     self_confidence,
     stacked_probabilities,
+    suggest,
     tag_issue_rows,
 )
 
@@ -468,38 +470,33 @@ def group_normalized(Y: np.ndarray, P: np.ndarray, features: np.ndarray | None =
     return find_label_issues(Y, P, features=features, seed=seed, rules=rules)
 
 
-def _estimate_quantile(q: float):
-    """The default detector with the error-rate estimate's threshold at quantile ``q`` of the planted scores.
-    Validation half, 2026-12-07 (classifier at C = 0.03), flagged / true at 5 / 10 / 20%: q 0.05 2.03 / 1.49 / 0.75
-    (flag F1 @ 0.10 0.339), q 0.10 2.54 / 1.62 / 0.97 (0.391), default 0.20 2.97 / 1.78 / 1.10 (0.409), q 0.30
-    3.45 / 2.03 / 1.20 (0.414): the quantile shifts every rate alike, the slope stays; none meets the bar."""
+def _with_setting(attribute: str, value: object):
+    """The default detector with one ``label_issues`` module setting replaced (for ``--candidate``)."""
 
     def detect(Y: np.ndarray, P: np.ndarray, features: np.ndarray | None = None, seed: int = 0) -> DetectorResult:
-        with _patched("ESTIMATE_QUANTILE", q) as li:
+        with _patched(attribute, value) as li:
             return li.find_label_issues(Y, P, features=features, seed=seed)
 
     return detect
 
 
-estimate_q05 = _estimate_quantile(0.05)
-estimate_q10 = _estimate_quantile(0.10)
-estimate_q30 = _estimate_quantile(0.30)
-
-
-def _knn_weight(w: float):
-    """The default detector with the kNN votes' weight in ``P_knn = (1 - w) P + w votes`` set to ``w``. Re-checked on
-    the validation half after the classifier's C became 0.03 (2026-12-07): mean AUPRC w 0.25 0.428, default 0.5
-    0.431, w 0.75 0.429; flag F1 @ 0.10 0.407 / 0.409 / 0.409: the default stays."""
-
-    def detect(Y: np.ndarray, P: np.ndarray, features: np.ndarray | None = None, seed: int = 0) -> DetectorResult:
-        with _patched("DEFAULT_KNN_WEIGHT", w) as li:
-            return li.find_label_issues(Y, P, features=features, seed=seed)
-
-    return detect
-
-
-knn_weight_025 = _knn_weight(0.25)
-knn_weight_075 = _knn_weight(0.75)
+# The error-rate estimate's threshold at quantile q of the planted scores. Validation half, 2026-12-07 (classifier at
+# C = 0.03), flagged / true at 5 / 10 / 20%: q 0.05 2.03 / 1.49 / 0.75 (flag F1 @ 0.10 0.339), q 0.10 2.54 / 1.62 / 0.97
+# (0.391), default 0.20 2.97 / 1.78 / 1.10 (0.409), q 0.30 3.45 / 2.03 / 1.20 (0.414): the quantile shifts every
+# rate alike, the slope stays; none meets the bar.
+estimate_q05 = _with_setting("ESTIMATE_QUANTILE", 0.05)
+estimate_q10 = _with_setting("ESTIMATE_QUANTILE", 0.10)
+estimate_q30 = _with_setting("ESTIMATE_QUANTILE", 0.30)
+# The kNN votes' weight w in P_knn = (1 - w) P + w votes, re-checked after the classifier's C became 0.03
+# (2026-12-07, validation): mean AUPRC w 0.25 0.428, default 0.5 0.431, w 0.75 0.429; flag F1 @ 0.10 0.407 / 0.409 /
+# 0.409: the default stays.
+knn_weight_025 = _with_setting("DEFAULT_KNN_WEIGHT", 0.25)
+knn_weight_075 = _with_setting("DEFAULT_KNN_WEIGHT", 0.75)
+# The suggestions' cost of a change (``suggest``'s edit_cost; its default is bound, so ``suggest`` itself is
+# replaced). Validation, 2026-12-07 (C = 0.03): exact-match on corrupted / clean kept 0.307 / 0.863 at cost 0.5,
+# 0.301 / 0.867 at the default 1.0, 0.254 / 0.897 at 2.0 (flags unchanged): a trade-off, the default stays.
+edit_cost_05 = _with_setting("suggest", partial(suggest, edit_cost=0.5))
+edit_cost_20 = _with_setting("suggest", partial(suggest, edit_cost=2.0))
 
 
 def _blend_cleanlab(weight: float):
@@ -525,23 +522,3 @@ def _blend_cleanlab(weight: float):
 
 blend_cleanlab_025 = _blend_cleanlab(0.25)
 blend_cleanlab_050 = _blend_cleanlab(0.5)
-
-
-def _edit_cost(cost: float):
-    """The default detector with the suggestions' cost of a change (``SUGGEST_EDIT_COST``) set to ``cost``.
-    Validation half, 2026-12-07 (C = 0.03): exact-match on corrupted / clean kept 0.307 / 0.863 at cost 0.5,
-    0.301 / 0.867 at the default 1.0, 0.254 / 0.897 at 2.0 (flags unchanged): a trade-off, the default stays."""
-
-    def detect(Y: np.ndarray, P: np.ndarray, features: np.ndarray | None = None, seed: int = 0) -> DetectorResult:
-        from functools import partial
-
-        from dq_pipeline.issues import label_issues
-
-        with _patched("suggest", partial(label_issues.suggest, edit_cost=cost)) as li:  # its default is bound
-            return li.find_label_issues(Y, P, features=features, seed=seed)
-
-    return detect
-
-
-edit_cost_05 = _edit_cost(0.5)
-edit_cost_20 = _edit_cost(2.0)
