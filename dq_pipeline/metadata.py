@@ -213,9 +213,10 @@ def detector_metadata(name: str, result: Any, raw: Any, preds: Any) -> dict[str,
         incorrect = np.bincount(d.loc[d["kind"] == "incorrect", "tag_index"], minlength=k)
         meta["per_tag_plot"] = dg.MetadataValue.md(tag_bars_png(preds.classes, missing, incorrect))
     if name == "outliers" and result.details is not None and "flagged_by" in result.details:
+        from dq_pipeline.issues.outliers import OUTLIER_REASONS
+
         why = dict(zip(result.details["example_index"], result.details["flagged_by"]))
-        labels = {"knn_distance": "far from its neighbours", "pieces_per_word": "unreadable as words"}
-        worst.insert(3, "why", [labels.get(why[i], why[i]) if i in why else "" for i in order])
+        worst.insert(3, "why", [OUTLIER_REASONS.get(why[i], why[i]) if i in why else "" for i in order])
     n_shown_flagged = int(flags[order].sum())
     caption = worst_caption(name, int(flags.sum()), n_shown_flagged, len(order) - n_shown_flagged)
     meta["worst_examples"] = dg.MetadataValue.md(markdown_table(worst, floatfmt=".3g") + "\n\n" + caption)

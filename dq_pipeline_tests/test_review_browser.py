@@ -208,3 +208,20 @@ def test_script_text_renders_as_text_and_accept_top_k(env: dict, page) -> None:
     actions = {i["example_id"]: i["review_action"] for i in reviewed["items"]}
     assert all(actions.get(eid) == "accept" for eid in top)
     assert ("confirm", "Accept the suggested tags for the top K examples of this filter?") in page.dialogs
+
+
+def test_an_unreadable_text_outlier_says_why_in_the_browser(env: dict, page) -> None:
+    """The base64 'comment' of the fixture: its queue row's badge and its card tell the reviewer it was flagged as
+    unreadable as words, not for its distance."""
+    from dq_pipeline_tests.test_review_app import UNREADABLE_TEXT
+
+    server, data = env["server"], env["data"]
+    with open(data / "goemotions_sample" / "comments.csv", newline="", encoding="utf-8") as fh:
+        uid = next(r["id"] for r in csv.DictReader(fh) if r["text"] == UNREADABLE_TEXT)
+    page.goto(f"{server.base}/datasets/goemotions_sample?issue=outlier&state=all")
+    page.wait_for_load_state("networkidle")
+    assert page.locator("span.badge.b-out", has_text="outlier: unreadable text").count() >= 1
+    page.goto(f"{server.base}/datasets/goemotions_sample/examples/{quote(uid, safe='')}")
+    page.wait_for_load_state("networkidle")
+    assert page.locator("dl.scores").inner_text().count("unreadable as words") == 1
+    assert page.locator("span.badge.b-out").first.inner_text() == "outlier: unreadable text"

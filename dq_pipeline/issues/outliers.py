@@ -61,6 +61,8 @@ TAIL_QUANTILE: float = 0.90
 #: z_threshold (above): on the bundled GoEmotions sample + 16 junk texts at z 2.5, 4.0 flags 100% of the junk and
 #: 1.2% of the comments, 5.0 100% and 1.0%, 6.0 93.8% and 0.8%.
 DEFAULT_EXTRA_Z_THRESHOLD: float = 5.0
+#: What each ``flagged_by`` value (``details``; ``examples.outlier_reason``) means, as the UI and the review app say it.
+OUTLIER_REASONS: dict[str, str] = {"knn_distance": "far from its neighbours", "pieces_per_word": "unreadable as words"}
 #: ``None`` = flag with ``method``; a float in (0, 0.5] flags that fraction of examples with the largest
 #: k-NN distance instead.
 DEFAULT_CONTAMINATION: float | None = None

@@ -29,6 +29,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from dq_pipeline import review
+from dq_pipeline.issues.outliers import OUTLIER_REASONS
 from dq_pipeline.store import StoreError
 
 HERE = Path(__file__).resolve().parent
@@ -164,6 +165,7 @@ def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True)
     env.filters.update(fmt=_fmt, prob=_prob, pct=_pct, health=_health, when=_when, url_id=_url_id, tabular=_tabular)
+    env.globals["outlier_reasons"] = OUTLIER_REASONS
     return env
 
 
