@@ -103,16 +103,23 @@ def _cached(kind: str, name: str, arrays: tuple[np.ndarray, ...], seed: int, com
     return out
 
 
+def _grid_tag() -> str:
+    """Cache-key part naming the shipped C grid (the audit's and the tagger's cross-validation choose C from it)."""
+    from dq_pipeline.model import DEFAULT_C_GRID
+
+    return "grid" + "_".join(f"{c:g}" for c in DEFAULT_C_GRID)
+
+
 def curate_like_pipeline(name: str, X: np.ndarray, Yn: np.ndarray, seed: int, model: str) -> tuple[np.ndarray, np.ndarray, dict]:
     """(curated tags (N, K), flagged examples (N,) bool, detector summary): the audit's OOF model, label-issue
     detector (shipped defaults) and suggestions on noisy tags Yn, as the label_issues asset and
     curate.audit_tables do (no review)."""
     from dq_pipeline.curate import tag_flag_matrix
     from dq_pipeline.issues.label_issues import find_label_issues, suggested_tags
-    from dq_pipeline.model import out_of_fold_probabilities
+    from dq_pipeline.model import DEFAULT_C_GRID, out_of_fold_probabilities
 
-    P = _cached(f"oofP-{model}", name, (X, Yn), seed,
-                lambda: out_of_fold_probabilities(X, Yn, seed=seed, model=model).probabilities)
+    P = _cached(f"oofP-{model}-{_grid_tag()}", name, (X, Yn), seed,
+                lambda: out_of_fold_probabilities(X, Yn, seed=seed, model=model, C_grid=DEFAULT_C_GRID).probabilities)
     result = find_label_issues(Yn, P, features=X, seed=seed)
     flags = tag_flag_matrix(result.details, Yn.shape)
     return suggested_tags(Yn, flags), np.asarray(result.flags, dtype=bool), dict(result.summary or {})
@@ -120,6 +127,7 @@ def curate_like_pipeline(name: str, X: np.ndarray, Yn: np.ndarray, seed: int, mo
 
 def run_one(name: str, X: np.ndarray, Y: np.ndarray, noise: str, rate: float, seed: int, model: str,
             groups: list | None = None) -> list[dict]:
+    from dq_pipeline.model import DEFAULT_C_GRID
     from dq_pipeline.tagger import f1_scores, train_tagger
 
     train, test = split(Y, seed)
@@ -153,8 +161,9 @@ def run_one(name: str, X: np.ndarray, Y: np.ndarray, noise: str, rate: float, se
     rows.append({**base, "variant": "all-tags (model-free)", **everything, "seconds": 0.0})
     for variant, (Xv, Yv) in labels.items():
         t0 = time.perf_counter()
-        pred = _cached(f"tagger-{model}", name, (Xv, Yv, Xte), seed,
-                       lambda: train_tagger(Xv, Yv, classes, model=model, seed=seed).predict(Xte)[1])
+        pred = _cached(f"tagger-{model}-{_grid_tag()}", name, (Xv, Yv, Xte), seed,
+                       lambda: train_tagger(Xv, Yv, classes, model=model, seed=seed,
+                                            C_grid=DEFAULT_C_GRID).predict(Xte)[1])
         rows.append({**base, "variant": variant, **f1_scores(Yte, pred), "seconds": time.perf_counter() - t0})
     return rows
 
@@ -324,8 +333,10 @@ def main(argv: list[str] | None = None) -> None:
         + ("" if fixed > 0 else ": curation changes more right labels than wrong ones") + "). Where the tagger "
         f"gains ({', '.join(helped) or 'none'}), part of the gain can come from labels the model learns from more "
         "easily (closer to its own view of the data), not only from true ones. Reviewed (an ideal reviewer accepting "
-        f"only the suggestions that restore the true tag): micro F1 {overall_micro['reviewed']:.3f}, "
-        f"{overall_micro['recovered reviewed']:.0%} of the pooled gap: review the suggestions before "
+        f"only the suggestions that restore the true tag): micro F1 {overall_micro['reviewed']:.3f}"
+        + (f", {overall_micro['recovered reviewed']:.0%} of the pooled gap" if pd.notna(overall_micro["recovered reviewed"])
+           else f" (no share of the pooled gap: clean - noisy = {overall_micro['clean'] - overall_micro['noisy']:+.3f}, "
+                f"under {MIN_GAP:g})") + ": review the suggestions before "
         "training, most of all where the model is weak (low out-of-fold F1).",
         "",
         "## Labels: planted errors, flags, and what curation did (sums over runs)",

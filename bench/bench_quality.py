@@ -51,6 +51,13 @@ from bench import noise as bn  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 P_CACHE = bd.CACHE / "P"
+
+
+def _p_kind() -> str:
+    """Cache kind of the default P: names the shipped classifier's settings, so a changed default is recomputed."""
+    from dq_pipeline.model import DEFAULT_C, DEFAULT_C_GRID, DEFAULT_MODEL
+
+    return f"P-{DEFAULT_MODEL}-C{DEFAULT_C:g}-grid{'_'.join(f'{c:g}' for c in DEFAULT_C_GRID)}"
 RATES = (0.05, 0.1, 0.2)
 SEEDS = (0, 1)
 QUICK_DATASETS = {"validation": ("emotions", "flags-groupsA", "tmdb"), "test": ("flags-groupsB", "yeast", "goemotions"),
@@ -94,10 +101,11 @@ def cached(kind: str, name: str, X: np.ndarray, Y: np.ndarray, seed: int, comput
 
 
 def default_probabilities(X: np.ndarray, Y: np.ndarray, seed: int) -> np.ndarray:
-    """5-fold out-of-fold P of the shipped default classifier (``dq_pipeline.model`` defaults)."""
-    from dq_pipeline.model import DEFAULT_MODEL, out_of_fold_probabilities
+    """5-fold out-of-fold P of the shipped default classifier (``dq_pipeline.model`` defaults, C chosen from
+    ``DEFAULT_C_GRID`` as the audit does)."""
+    from dq_pipeline.model import DEFAULT_C_GRID, DEFAULT_MODEL, out_of_fold_probabilities
 
-    return out_of_fold_probabilities(X, Y, seed=seed, model=DEFAULT_MODEL).probabilities
+    return out_of_fold_probabilities(X, Y, seed=seed, model=DEFAULT_MODEL, C_grid=DEFAULT_C_GRID).probabilities
 
 
 def cleanlab_e2e_probabilities(X: np.ndarray, Y: np.ndarray, seed: int = 0, n_folds: int = 5) -> np.ndarray:
@@ -249,7 +257,7 @@ def run_one(data: bd.Dataset, split: str, noise: str, rate: float, seed: int, e2
         noise_unseen=plaus["unseen"],
         clean_unseen_loo=plaus["clean_unseen_loo"],
     )
-    P, oof_seconds = cached("P", data.name, data.X, Yn, seed, lambda: default_probabilities(data.X, Yn, seed))
+    P, oof_seconds = cached(_p_kind(), data.name, data.X, Yn, seed, lambda: default_probabilities(data.X, Yn, seed))
     base["oof_seconds"] = oof_seconds
 
     outputs: dict[str, Output] = {}
@@ -454,7 +462,8 @@ def write_report(df: pd.DataFrame, skipped: pd.DataFrame, command: str, elapsed:
         f"Noise models: {', '.join(args.noise)}; rates {', '.join(f'{r:g}' for r in args.rates)} of the examples; "
         f"seeds {', '.join(str(s) for s in args.seeds)}; {nruns} runs, {len(skipped)} skipped (noise not "
         f"applicable, listed at the end).  ",
-        f"P = 5-fold out-of-fold probabilities of the shipped default classifier (`{DEFAULT_MODEL}`, "
+        f"P = 5-fold out-of-fold probabilities of the shipped default classifier (`{DEFAULT_MODEL}`, L2 strength "
+        "chosen per run from `DEFAULT_C_GRID` by out-of-fold log-loss as the audit does, "
         "`dq_pipeline.model.out_of_fold_probabilities`), once per run, shared by every method except cleanlab-e2e "
         f"(cleanlab's own recipe). Raw rows: `bench/results/{csv_name}`. Definitions: `bench/README.md`.",
         "",

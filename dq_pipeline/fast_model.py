@@ -70,8 +70,9 @@ class JointLogisticRegression:
 
     Parameters
     ----------
-    C : float
-        Inverse L2 strength, as sklearn's ``LogisticRegression(C=...)``; intercepts unpenalised.
+    C : float or array (K,)
+        Inverse L2 strength, as sklearn's ``LogisticRegression(C=...)``; intercepts unpenalised. An array
+        gives each tag (column of Y) its own: K independent problems either way.
     tol : float
         A tag has converged when max |gradient| of its objective <= tol (sklearn's ``tol``).
     max_iter : int
@@ -106,7 +107,7 @@ class JointLogisticRegression:
 
     def __init__(
         self,
-        C: float = DEFAULT_C,
+        C: float | np.ndarray = DEFAULT_C,
         tol: float = DEFAULT_TOL,
         max_iter: int = DEFAULT_MAX_ITER,
         solver: str = "batched",
@@ -159,7 +160,12 @@ class JointLogisticRegression:
         constant = var <= n * eps * var + (n * mean * eps) ** 2
         scale = np.where(constant, 1.0, np.sqrt(var))
         Xs /= scale
-        reg = 1.0 / (self.C * n)
+        C = np.asarray(self.C, dtype=np.float64)
+        if C.ndim and C.shape != prev.shape:
+            raise ValueError(f"C has shape {C.shape} but Y has {prev.size} tag(s)")
+        if np.any(C <= 0):
+            raise ValueError("C must be positive")
+        reg = np.broadcast_to(1.0 / (C * n), prev.shape)  # (K,) L2 strength per tag
         s = prev * (1.0 - prev)  # (K,) logistic curvature at the start
 
         dt = np.dtype(self.dtype)
@@ -211,7 +217,7 @@ class JointLogisticRegression:
 
         def evaluate(x: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             full = cols.size == K  # cols are sorted and distinct: all tags
-            Sc, Yc, sbc = (S, Ym, sb) if full else (S[:, cols], Ym[:, cols], sb[cols])
+            Sc, Yc, sbc, rc = (S, Ym, sb, reg) if full else (S[:, cols], Ym[:, cols], sb[cols], reg[cols])
             Wz = Sc * x[:-1]
             W = Bm @ Wz.astype(dt) if rotate else Wz.astype(dt)
             z = Xm @ W
@@ -222,10 +228,10 @@ class JointLogisticRegression:
             loss -= Yc * z
             r = np.where(z >= 0, one, e) / (one + e) - Yc  # sigmoid(z) - y
             W64 = W.astype(np.float64) if rotate else Wz
-            f = loss.mean(axis=0, dtype=np.float64) + 0.5 * reg * np.einsum("ij,ij->j", W64, W64)
+            f = loss.mean(axis=0, dtype=np.float64) + 0.5 * rc * np.einsum("ij,ij->j", W64, W64)
             gW = Xm.T @ r
             gW /= n
-            gW += reg * W  # gradient w.r.t. the weights on Xm (working precision)
+            gW += rc.astype(dt) * W  # gradient w.r.t. the weights on Xm (working precision)
             gb = r.mean(axis=0, dtype=np.float64)
             if rotate:  # sklearn's criterion on Xs coordinates, then the gradient in the eigenbasis
                 crit = np.maximum(np.abs(gW).max(axis=0), np.abs(gb))

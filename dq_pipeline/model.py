@@ -24,6 +24,21 @@ DEFAULT_MODEL = "fast_logreg"
 #: (bench/bench_regularization.py -> bench/results/regularization.md): sklearn's default C = 1, used until
 #: 2026-12-07, over-fits every one of them (validation mean log-loss 0.448 vs 0.347 at 0.03).
 DEFAULT_C = 0.03
+#: The audit's cross-validation fits every value at once (one joint fit of G x K columns per fold) and keeps the one
+#: with the lowest out-of-fold log-loss against the given tags, one value per dataset: the best C varies from 0.003
+#: (TMDb texts) to 0.1 (flags) across the benchmark datasets (bench/results/regularization.md). Chosen on the
+#: validation half of the quality benchmark against DEFAULT_C alone and against one value per tag
+#: (bench/README.md, "The classifier's C per dataset").
+DEFAULT_C_GRID: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1)
+#: With a C grid, one joint fit takes as many grid values as keep training rows x columns within this (the fit's
+#: float32 temporaries are that size): all four at once on 54k texts x 28 tags, one at a time (the memory of a
+#: plain fit) on 1M rows x 40 tags.
+GRID_FIT_CELLS: int = 1 << 25
+#: Once this many held-out rows have been predicted at every grid value, the value is chosen on them and the
+#: remaining folds fit only it: every benchmark dataset (up to 2,500 rows) tries the grid in all folds, the full
+#: GoEmotions (54k) in its first fold only: its cold audit's cross-validation took 4.0 s at C = 0.03 alone, 8.3 s
+#: with the grid in every fold, 4.2 s with this (bench/results/scale_text.md).
+GRID_CHOOSE_ROWS: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,11 @@ class OutOfFold:
     folds: np.ndarray
     auroc: np.ndarray
     fit_info: tuple[dict, ...] = field(default=())
+    #: The L2 strength behind the probabilities (with a ``C_grid``: the chosen value).
+    C: float | None = None
+    #: {grid value: out-of-fold log-loss against the given tags (mean over the cells of the held-out rows the choice
+    #: saw)}; empty without a grid.
+    C_log_loss: dict[float, float] = field(default_factory=dict)
 
 
 def multilabel_folds(Y: np.ndarray, n_folds: int = DEFAULT_N_FOLDS, seed: int = DEFAULT_SEED) -> np.ndarray:
@@ -92,7 +112,7 @@ def _as_tag_matrix(Y: np.ndarray, dtype: type = np.int64) -> np.ndarray:
     return Y.astype(dtype)
 
 
-def make_model(name: str = DEFAULT_MODEL, seed: int = DEFAULT_SEED):
+def make_model(name: str = DEFAULT_MODEL, seed: int = DEFAULT_SEED, C: float | None = None):
     """A fresh multi-label estimator (fit(X, Y) / predict_proba(X) -> (N, K)) by name.
 
     ``logreg``: standardised features + one-vs-rest logistic regression (cleanlab's recipe) at
@@ -102,7 +122,7 @@ def make_model(name: str = DEFAULT_MODEL, seed: int = DEFAULT_SEED):
     (:class:`dq_pipeline.fast_model.JointLogisticRegression`); ``fast_logreg_f64``: the same in
     float64. ``joint_logreg`` / ``joint_logreg_precond``: one scipy L-BFGS-B over the summed
     objective, without / with preconditioning. ``fast_logreg_pca``: ``fast_logreg`` on at most 256
-    principal directions (a different, rank-limited model).
+    principal directions (a different, rank-limited model). ``C``: another L2 strength than the model's own.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
@@ -112,12 +132,13 @@ def make_model(name: str = DEFAULT_MODEL, seed: int = DEFAULT_SEED):
     if name == "logreg":
         return make_pipeline(
             StandardScaler(),
-            OneVsRestClassifier(LogisticRegression(C=DEFAULT_C, max_iter=1000, random_state=seed)),
+            OneVsRestClassifier(LogisticRegression(C=DEFAULT_C if C is None else C, max_iter=1000,
+                                                   random_state=seed)),
         )
     if name in FAST_MODELS:
         from dq_pipeline.fast_model import JointLogisticRegression
 
-        return JointLogisticRegression(seed=seed, **FAST_MODELS[name])
+        return JointLogisticRegression(seed=seed, **{**FAST_MODELS[name], **({} if C is None else {"C": C})})
     raise ValueError(f"unknown model {name!r}; available: {list(MODELS)}")
 
 
@@ -160,6 +181,7 @@ def out_of_fold_probabilities(
     model: str = DEFAULT_MODEL,
     progress: Callable[[int, int], None] | None = None,
     note: Callable[[str], None] | None = None,
+    C_grid: tuple[float, ...] | None = None,
 ) -> OutOfFold:
     """K-fold out-of-fold probabilities for every (example, tag).
 
@@ -169,8 +191,16 @@ def out_of_fold_probabilities(
     model. ``progress(done_folds, n_folds)`` is called after each fold; ``note(message)`` gets a start line, a
     heartbeat every 10 s and the time taken of the fold assignment, which reports no count (~15 s at 1M rows); what
     each fold did (time, the
-    fast model's basis) is in ``fit_info`` and logged at INFO. ValueError for a non-finite X (naming
-    the row and column), a Y that is not 0/1, or mismatched lengths.
+    fast model's basis) is in ``fit_info`` and logged at INFO.
+
+    ``C_grid`` (fast models only; the audit passes :data:`DEFAULT_C_GRID`; None: the model's own C): every fold
+    fits each tag at every grid value at once (joint fits of G x K columns, split by :data:`GRID_FIT_CELLS`), and
+    the result is the value with the lowest out-of-fold log-loss against the given tags (mean over all cells;
+    ties: the first). Once :data:`GRID_CHOOSE_ROWS` held-out rows have been predicted at every value, the choice
+    is made on them and the remaining folds fit only the chosen value. ``C`` and ``C_log_loss`` (on the rows the
+    choice saw) of the result say which.
+
+    ValueError for a non-finite X (naming the row and column), a Y that is not 0/1, or mismatched lengths.
     """
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; available: {list(MODELS)}")
@@ -189,12 +219,25 @@ def out_of_fold_probabilities(
         i, j = np.argwhere(bad)[0]
         raise ValueError(f"X must be finite: row {i}, column {j} is {X[i, j].item()!r} "
                          f"({int(bad.sum())} non-finite values)")
+    grid = np.asarray(C_grid if C_grid is not None else [], dtype=np.float64)
+    if C_grid is not None:
+        if model not in FAST_MODELS or grid.ndim != 1 or grid.size == 0 or np.any(grid <= 0):
+            raise ValueError(f"C_grid needs a fast model ({list(FAST_MODELS)}) and positive values, got "
+                             f"{model!r} and {C_grid!r}")
+    G = max(1, grid.size)
     with heartbeat(note, f"cross-validation: assigning {len(Y):,} rows x {Y.shape[1]} tags to {n_folds} "
                         "multilabel-stratified folds"):
         folds = multilabel_folds(Y, n_folds, seed)
-    P = np.zeros(Y.shape, dtype=np.float64)
+    # one slab per grid value; float32 above 2^25 cells in all (1M x 40 x 4 values: 640 MB instead of 1.3 GB)
+    P_all = np.zeros((G, *Y.shape), dtype=np.float64 if G * Y.size <= (1 << 25) else np.float32)
     info: list[dict] = []
+    tried = np.arange(grid.size)  # grid values this fold fits (all, until the choice is made)
+    scored = np.zeros(len(Y), dtype=bool)  # held-out rows predicted at every grid value
+    best: int | None = None
     for k in range(n_folds):
+        if grid.size > 1 and best is None and scored.sum() >= GRID_CHOOSE_ROWS:
+            best = _best_C(Y, P_all, scored)
+            tried = np.array([best])
         started = time.perf_counter()
         train, test = folds != k, folds == k
         Yt = Y[train]
@@ -202,7 +245,23 @@ def out_of_fold_probabilities(
         varying = np.flatnonzero(~const)
         fold_info: dict = {"fold": k, "n_train": int(train.sum()), "n_features": X.shape[1],
                            "constant_tags": np.flatnonzero(const).tolist()}
-        if varying.size:
+        if varying.size and grid.size:
+            from dq_pipeline.fast_model import JointLogisticRegression
+
+            # as many grid values per joint fit as keep its (rows x columns) temporaries within GRID_FIT_CELLS
+            per_fit = max(1, GRID_FIT_CELLS // max(1, int(train.sum()) * varying.size))
+            for g0 in range(0, len(tried), per_fit):
+                part = tried[g0:g0 + per_fit]
+                est = JointLogisticRegression(seed=seed, **{**FAST_MODELS[model],
+                                                            "C": np.repeat(grid[part], varying.size)})
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    est.fit(X[train], np.tile(Yt[:, varying], (1, len(part))))  # every tag at part[0], part[1]...
+                    proba = est.predict_proba(X[test]).reshape(int(test.sum()), len(part), varying.size)
+                for j, g in enumerate(part):
+                    P_all[g][np.ix_(test, varying)] = proba[:, j]
+            fold_info.update(getattr(est, "fit_info_", {}), C_tried=grid[tried].tolist())
+        elif varying.size:
             est = make_model(model, seed)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # convergence chatter on tiny folds
@@ -212,10 +271,12 @@ def out_of_fold_probabilities(
                 else:
                     est.fit(X[train], Yt[:, varying])
                     proba = est.predict_proba(X[test])
-            P[np.ix_(test, varying)] = proba
+            P_all[0][np.ix_(test, varying)] = proba
             fold_info.update(getattr(est, "fit_info_", {}))
         for j in np.flatnonzero(const):
-            P[test, j] = Yt[:, j].mean()
+            P_all[:, test, j] = Yt[:, j].mean()
+        if best is None:
+            scored |= test
         fold_info["seconds"] = time.perf_counter() - started
         info.append(fold_info)
         log.info("fold %d/%d: %s on %d x %d, %d constant tag(s), basis %s, %.2fs", k + 1, n_folds, model,
@@ -223,5 +284,34 @@ def out_of_fold_probabilities(
                  fold_info["seconds"])
         if progress:
             progress(k + 1, n_folds)
+    C_log_loss: dict[float, float] = {}
+    if grid.size:
+        losses = [_mean_log_loss(Y[scored], P_all[g][scored]) for g in range(G)]
+        best = int(np.argmin(losses)) if best is None else best
+        P = P_all[best].astype(np.float64)
+        C = float(grid[best])
+        C_log_loss = {float(c): float(v) for c, v in zip(grid, losses)}
+        log.info("C = %g chosen by out-of-fold log-loss on %d held-out rows: %s", C, int(scored.sum()),
+                 ", ".join(f"{c:g}: {v:.4f}" for c, v in C_log_loss.items()))
+    else:
+        P = P_all[0]
+        C = float(FAST_MODELS[model]["C"]) if model in FAST_MODELS else DEFAULT_C
+    del P_all
     np.clip(P, 0.0, 1.0, out=P)
-    return OutOfFold(probabilities=P, folds=folds, auroc=per_tag_auroc(Y, P), fit_info=tuple(info))
+    return OutOfFold(probabilities=P, folds=folds, auroc=per_tag_auroc(Y, P), fit_info=tuple(info), C=C,
+                     C_log_loss=C_log_loss)
+
+
+def _best_C(Y: np.ndarray, P_all: np.ndarray, rows: np.ndarray) -> int:
+    """Index of the grid value (first axis of P_all (G, N, K)) with the lowest log-loss on ``rows`` (ties: the first)."""
+    return int(np.argmin([_mean_log_loss(Y[rows], P_all[g][rows]) for g in range(len(P_all))]))
+
+
+def _mean_log_loss(Y: np.ndarray, P: np.ndarray, block: int = 65_536) -> float:
+    """Mean binary log-loss over all cells of probabilities P (N, K) against 0/1 Y (N, K), P clipped to
+    [1e-7, 1 - 1e-7]; computed in row blocks (no N x K float64 temporaries at 1M rows)."""
+    total = 0.0
+    for s in range(0, len(Y), block):
+        p = np.clip(P[s:s + block].astype(np.float64), 1e-7, 1 - 1e-7)
+        total -= float(np.where(Y[s:s + block] == 1, np.log(p), np.log1p(-p)).sum())
+    return total / max(1, Y.size)

@@ -99,9 +99,10 @@ def _linear_parts(est: Any, n_features: int, n_tags: int) -> tuple[np.ndarray, n
     return coef, intercepts - scaler.mean_ @ coef
 
 
-def fit_weights(X: np.ndarray, Y: np.ndarray, model: str, seed: int = 0) -> LinearWeights:
-    """Fit ``model`` (a name of :data:`dq_pipeline.model.MODELS`) on X (N, D), Y (N, K) 0/1 and return
-    its weights on the raw features; tags constant in Y get no model (their prevalence)."""
+def fit_weights(X: np.ndarray, Y: np.ndarray, model: str, seed: int = 0, C: float | None = None) -> LinearWeights:
+    """Fit ``model`` (a name of :data:`dq_pipeline.model.MODELS`; ``C``: another L2 strength than its own) on
+    X (N, D), Y (N, K) 0/1 and return its weights on the raw features; tags constant in Y get no model (their
+    prevalence)."""
     import warnings
 
     from dq_pipeline.model import make_model
@@ -114,7 +115,7 @@ def fit_weights(X: np.ndarray, Y: np.ndarray, model: str, seed: int = 0) -> Line
     coef, intercept = np.zeros((d, k)), np.zeros(k)
     varying = np.flatnonzero(~constant)
     if varying.size:
-        est = make_model(model, seed)
+        est = make_model(model, seed, C=C)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # convergence chatter, as in the cross-validation
             est.fit(X, Y[:, varying[0]] if varying.size == 1 else Y[:, varying])
@@ -224,11 +225,12 @@ class Tagger:
 
 def train_tagger(
     X: np.ndarray, Y: np.ndarray, classes: list[str], model: str, n_folds: int = 5, seed: int = 0,
-    target_precision: float | None = None,
+    target_precision: float | None = None, C_grid: tuple[float, ...] | None = None,
 ) -> Tagger:
     """Train on features X (N, D) and curated tags Y (N, K): out-of-fold probabilities
     (:func:`dq_pipeline.model.out_of_fold_probabilities`, same folds and model as the audit) tune the
-    per-tag thresholds, then the model is refitted on all N rows. The card's ``metrics`` hold the
+    per-tag thresholds, then the model is refitted on all N rows (at the C the cross-validation chose from
+    ``C_grid``, if given). The card's ``metrics`` hold the
     out-of-fold micro/macro F1 at the tuned thresholds and at 0.5 (the tuned ones are chosen on the same
     predictions, so they are optimistic) and per-tag threshold, precision, recall, F1 and AUROC.
     TaggerError when there are fewer rows than folds."""
@@ -241,11 +243,11 @@ def train_tagger(
     if len(X) < n_folds:
         raise TaggerError(f"only {len(X)} curated (not excluded) examples, fewer than the {n_folds} folds "
                           "needed to tune thresholds")
-    oof = out_of_fold_probabilities(X, Y, n_folds=n_folds, seed=seed, model=model)
+    oof = out_of_fold_probabilities(X, Y, n_folds=n_folds, seed=seed, model=model, C_grid=C_grid)
     thr = tune_thresholds(Y, oof.probabilities, target_precision)
     tuned = f1_scores(Y, oof.probabilities >= thr.values)
     half = f1_scores(Y, oof.probabilities >= 0.5)
-    weights = fit_weights(X, Y, model, seed)
+    weights = fit_weights(X, Y, model, seed, C=oof.C)
     per_tag = [
         {"tag": c, "threshold": float(thr.values[j]), "n_positive": int(Y[:, j].sum()),
          "oof_precision": float(thr.precision[j]), "oof_recall": float(thr.recall[j]),
@@ -258,6 +260,7 @@ def train_tagger(
         "thresholds": {c: float(t) for c, t in zip(classes, thr.values)},
         "threshold_rule": thr.rule,
         "model": model,
+        "C": oof.C,
         "n_folds": n_folds,
         "seed": seed,
         "n_train": len(X),

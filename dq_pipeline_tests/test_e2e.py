@@ -171,6 +171,10 @@ def test_unchanged_reaudit_reuses_stages_and_writes_the_same_results(
     # a changed setting recomputes exactly the stages that read it
     margin, _ = audit(ambiguity_margin=0.2)
     assert not margin["ambiguous_examples"] and margin["oof_probabilities"] and margin["label_issues"]
+    grid, _ = audit(c_grid=[0.01])  # the classifier's L2 strength: the probabilities and what reads them
+    assert not grid["oof_probabilities"] and not grid["label_issues"] and grid["neighbour_graph"]
+    oof_meta = instance.get_latest_materialization_event(dg.AssetKey("oof_probabilities")).asset_materialization.metadata
+    assert oof_meta["C"].value == 0.01 and "0.01" in oof_meta["C_log_loss"].value
     folds, _ = audit(n_folds=4)
     assert {a for a in CACHED_ASSETS if folds[a]} == {"neighbour_graph"}  # the features did not change
     assert folds["features_gate"] and not folds["raw_examples_gate"]

@@ -95,3 +95,77 @@ def test_principal_directions_restrict_the_weights(emotions_xy):
     # no weight outside the top-10 principal directions
     assert np.abs(vecs[:, :-10].T @ w).max() < 1e-8 * np.abs(w).max()
     assert np.abs(vecs[:, -10:].T @ w).max() > 0.1
+
+
+def test_a_C_per_tag_fits_each_tag_as_alone_at_its_C(emotions_xy):
+    """C as an array (K,): column k is the model fitted at C[k] alone (how the grid fits every value at once)."""
+    X, Y = emotions_xy
+    Cs = np.array([0.003, 0.1, 1.0])
+    joint = JointLogisticRegression(C=Cs, tol=1e-8).fit(X, Y[:, :3])
+    assert joint.converged_.all()
+    for k, c in enumerate(Cs):
+        alone = JointLogisticRegression(C=float(c), tol=1e-8).fit(X, Y[:, k])
+        assert np.abs(joint.predict_proba(X)[:, k] - alone.predict_proba(X)[:, 1]).max() < 1e-6
+    with pytest.raises(ValueError, match="C has shape"):
+        JointLogisticRegression(C=Cs[:2]).fit(X, Y[:, :3])
+    with pytest.raises(ValueError, match="positive"):
+        JointLogisticRegression(C=np.array([0.1, 0.0, 1.0])).fit(X, Y[:, :3])
+
+
+def test_C_grid_keeps_the_value_of_lowest_out_of_fold_log_loss(emotions_xy):
+    """The cross-validation fits every grid value at once and keeps the best by out-of-fold log-loss; its
+    probabilities are those of a plain run at that C (same folds), and each value's loss is that run's loss (to
+    the solver's tolerance: a joint fit of more columns rounds its float32 products differently)."""
+    X, Y = emotions_xy
+    grid = (0.003, 0.03, 1.0)
+    chosen = out_of_fold_probabilities(X, Y, C_grid=grid)
+    assert set(chosen.C_log_loss) == set(grid) and chosen.C in grid
+    assert chosen.C_log_loss[chosen.C] == min(chosen.C_log_loss.values())
+    for c in grid:
+        alone = out_of_fold_probabilities(X, Y, C_grid=(c,))
+        assert alone.C == c and abs(alone.C_log_loss[c] - chosen.C_log_loss[c]) < 1e-5
+        if c == chosen.C:
+            assert np.array_equal(alone.folds, chosen.folds)
+            assert np.abs(alone.probabilities - chosen.probabilities).max() < 1e-3
+    # on these 593 rows of 72 features C = 1 over-fits (bench/results/regularization.md: 0.493 vs 0.430 at 0.03)
+    assert chosen.C_log_loss[1.0] > chosen.C_log_loss[0.03] and chosen.C != 1.0
+    plain = out_of_fold_probabilities(X, Y)
+    assert plain.C == DEFAULT_C and plain.C_log_loss == {}
+    with pytest.raises(ValueError, match="C_grid needs a fast model"):
+        out_of_fold_probabilities(X, Y, model="logreg", C_grid=grid)
+    with pytest.raises(ValueError, match="C_grid needs a fast model"):
+        out_of_fold_probabilities(X, Y, C_grid=(0.1, -1.0))
+
+
+def test_C_grid_split_into_several_fits_gives_the_same_result(emotions_xy, monkeypatch):
+    """Large data: the grid values are fitted a few at a time (bounded memory), with the same outcome."""
+    import dq_pipeline.model as m
+
+    X, Y = emotions_xy
+    grid = (0.003, 0.03, 1.0)
+    together = out_of_fold_probabilities(X, Y, C_grid=grid)
+    monkeypatch.setattr(m, "GRID_FIT_CELLS", 1)  # one value per fit
+    apart = out_of_fold_probabilities(X, Y, C_grid=grid)
+    assert apart.C == together.C
+    assert all(abs(apart.C_log_loss[c] - together.C_log_loss[c]) < 1e-5 for c in grid)
+    assert np.abs(apart.probabilities - together.probabilities).max() < 1e-3
+
+
+def test_C_grid_chosen_on_the_first_folds_of_a_big_dataset(emotions_xy, monkeypatch):
+    """Once GRID_CHOOSE_ROWS held-out rows are predicted at every value, the later folds fit only the chosen one."""
+    import dq_pipeline.model as m
+
+    X, Y = emotions_xy
+    grid = (0.003, 0.03, 1.0)
+    everywhere = out_of_fold_probabilities(X, Y, C_grid=grid)
+    assert all(f["C_tried"] == list(grid) for f in everywhere.fit_info)  # 593 rows: the grid in every fold
+    monkeypatch.setattr(m, "GRID_CHOOSE_ROWS", 100)  # one fold's ~119 held-out rows are enough
+    early = out_of_fold_probabilities(X, Y, C_grid=grid)
+    assert early.fit_info[0]["C_tried"] == list(grid)
+    assert all(f["C_tried"] == [early.C] for f in early.fit_info[1:])
+    fold0 = early.folds == 0
+    ref = min(grid, key=lambda c: m._mean_log_loss(Y[fold0], out_of_fold_probabilities(
+        X, Y, C_grid=(c,)).probabilities[fold0]))
+    assert early.C == ref and early.C != 1.0
+    plain = out_of_fold_probabilities(X, Y, C_grid=(early.C,))  # the chosen value's probabilities, every fold
+    assert np.abs(plain.probabilities - early.probabilities).max() < 1e-3

@@ -13,6 +13,7 @@ import dagster as dg
 from pydantic import Field
 
 from dq_pipeline import model, neighbours, store
+from dq_pipeline.model import DEFAULT_C, DEFAULT_C_GRID
 from dq_pipeline.issues import ambiguous, duplicates, label_issues, outliers
 from dq_pipeline.result_cache import ResultCache
 
@@ -67,6 +68,10 @@ class AuditSettings(dg.ConfigurableResource):
     n_folds: int = Field(default=model.DEFAULT_N_FOLDS, description="Cross-validation folds (K)")
     seed: int = Field(default=model.DEFAULT_SEED, description="Seed for folds and models")
     model: str = Field(default=model.DEFAULT_MODEL, description=f"Classifier, one of {list(model.MODELS)}")
+    c_grid: list[float] = Field(default=list(DEFAULT_C_GRID),
+                                description="L2 strengths (sklearn's C) the cross-validation tries at once, keeping "
+                                            "the one with the lowest out-of-fold log-loss (fast models; empty: the "
+                                            f"model's own C, {DEFAULT_C:g})")
     label_method: str = Field(default=label_issues.DEFAULT_METHOD,
                               description=f"Label-issue method, one of {list(label_issues.METHODS)}: 'ensemble' "
                                           "(default) or 'cleanlab' (cleanlab 2.9's defaults exactly)")
