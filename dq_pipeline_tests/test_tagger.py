@@ -164,3 +164,18 @@ def test_f1_scores():
     s = tg.f1_scores(Y, pred)
     assert s["micro_f1"] == pytest.approx(2 * 3 / (2 * 3 + 1 + 1))
     assert s["macro_f1"] == pytest.approx((0.5 + 1.0) / 2)  # tag 0: tp 1, fp 1, fn 1; tag 1: perfect
+
+
+def test_tagger_refits_at_the_C_its_cross_validation_chose(emotions_xy):
+    """With a C grid, the card names the chosen C and the stored weights are the all-rows fit at that C."""
+    X, Y = emotions_xy
+    classes = [f"tag{k}" for k in range(Y.shape[1])]
+    grid = (0.003, 0.03, 1.0)
+    trained = tg.train_tagger(X[:450], Y[:450], classes, model="fast_logreg", C_grid=grid)
+    chosen = trained.card["C"]
+    assert chosen in grid and chosen != 1.0  # C = 1 over-fits these 450 rows of 72 features
+    at_chosen = tg.fit_weights(X[:450], Y[:450], "fast_logreg", C=chosen)
+    at_one = tg.fit_weights(X[:450], Y[:450], "fast_logreg", C=1.0)
+    np.testing.assert_allclose(trained.weights.coef, at_chosen.coef, rtol=0, atol=1e-9)
+    assert np.abs(at_one.coef).sum() > 2 * np.abs(at_chosen.coef).sum()  # the penalty really differs
+    assert tg.train_tagger(X[:450], Y[:450], classes, model="fast_logreg").card["C"] == 0.03  # no grid: its own
