@@ -520,18 +520,21 @@ class _Scorer:
         return score
 
 
-def _single_changes(y: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _single_changes(y: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The sets one change away from each row of y (n, K) bool: a carried tag dropped, an absent tag of ``targets``
     (n, K) bool added, or a carried tag swapped for one of ``targets``. Returns (sets (C, K), owner (C,) = the row
-    each came from)."""
+    each came from, added (C,) and removed (C,) = the tag added / removed, -1 for none)."""
     r_f, j_f = np.nonzero(y | targets)
+    carried = y[r_f, j_f]
     flips = y[r_f]
     flips[np.arange(len(r_f)), j_f] ^= True
     r_s, c_s, j_s = np.nonzero(y[:, :, None] & targets[:, None, :])
     swaps = y[r_s]
     swaps[np.arange(len(r_s)), c_s] = False
     swaps[np.arange(len(r_s)), j_s] = True
-    return np.concatenate([flips, swaps]), np.concatenate([r_f, r_s])
+    added = np.concatenate([np.where(carried, -1, j_f), j_s])
+    removed = np.concatenate([np.where(carried, j_f, -1), c_s])
+    return np.concatenate([flips, swaps]), np.concatenate([r_f, r_s]), added, removed
 
 
 def _likely_absent(y: np.ndarray, p: np.ndarray, m: int) -> np.ndarray:
@@ -546,13 +549,32 @@ def _likely_absent(y: np.ndarray, p: np.ndarray, m: int) -> np.ndarray:
     return out & ~y
 
 
-def _set_objectives(sets: np.ndarray, at: np.ndarray, W: np.ndarray, model: StackedModel,
-                    P_knn: np.ndarray) -> np.ndarray:
-    """(C,) :func:`log_joint_score` of tag sets (C, K) of examples ``at`` (C,), all of one fold whose second-stage
-    weights are W (K, K)."""
-    logits = model.base[at]
-    logits += sets.astype(np.float64) @ W.T
-    return log_joint_score(self_confidence(sets, _sigmoid(logits)), self_confidence(sets, P_knn[at]))
+def _cooc_part(sets: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """(C,) ``sum_k log s_cooc_k`` (softly floored) of tag sets (C, K) from their second-stage logits (C, K), which
+    it overwrites: the self-confidence of a tag state is sigmoid(+z) if carried, sigmoid(-z) if not."""
+    np.negative(logits, out=logits, where=sets)  # -z where carried: s = 1 / (1 + exp(-(+-z)))
+    np.exp(logits, out=logits)
+    logits += 1.0
+    np.reciprocal(logits, out=logits)
+    logits += SOFT_FLOOR
+    logits /= 1.0 + SOFT_FLOOR
+    return np.log(logits, out=logits).sum(axis=1)
+
+
+def _three_smallest(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(values (n, 3), column indices (n, 3)) of the three smallest entries per row of v (n, K >= 1), ascending;
+    rows with K < 3 are padded with +inf at index -1."""
+    n, K = v.shape
+    if K > 3:
+        idx = np.argpartition(v, 2, axis=1)[:, :3]
+    else:
+        idx = np.tile(np.arange(K), (n, 1))
+    vals = np.take_along_axis(v, idx, axis=1)
+    if K < 3:
+        vals = np.hstack([vals, np.full((n, 3 - K), np.inf)])
+        idx = np.hstack([idx, np.full((n, 3 - K), -1)])
+    order = np.argsort(vals, axis=1, kind="stable")
+    return np.take_along_axis(vals, order, axis=1), np.take_along_axis(idx, order, axis=1)
 
 
 def alternative_margins(Y: np.ndarray, rows: np.ndarray, model: StackedModel, P_knn: np.ndarray,
@@ -560,10 +582,12 @@ def alternative_margins(Y: np.ndarray, rows: np.ndarray, model: StackedModel, P_
     """(n,) how much better tag set Y[i] (n, K) of example rows[i] scores than the best set one change away from
     it that breaks no learned rule -- a carried tag dropped, or one of the :data:`MARGIN_ADD_CANDIDATES` absent tags
     most likely under the kNN-blended probabilities added or swapped in for a carried one -- each scored by
-    ``0.5 * (sum_k log s_cooc + min_k log s_knn)`` under the second stage (which reads the set's other tags) and
-    the kNN-blended probabilities. Negative = some single change explains the example better (a likely error);
-    :data:`MAX_MARGIN` where no valid change exists. Batched by fold, about :data:`SUGGEST_BATCH_CANDIDATES`
-    candidate sets at a time."""
+    :func:`log_joint_score` under the second stage (which reads the set's other tags) and the kNN-blended
+    probabilities. Negative = some single change explains the example better (a likely error); :data:`MAX_MARGIN`
+    where no valid change exists. A change moves the second stage's logits by the weight rows of the tags it adds
+    and removes (the model is linear in the other tags), and the kNN minimum by at most its two changed tags, so
+    no set is multiplied through the weights again. Batched by fold, about :data:`SUGGEST_BATCH_CANDIDATES`
+    candidate sets at a time (on average)."""
     from threadpoolctl import threadpool_limits
 
     from dq_pipeline.rules import violation_counts
@@ -575,23 +599,42 @@ def alternative_margins(Y: np.ndarray, rows: np.ndarray, model: StackedModel, P_
     if n == 0 or K == 0:
         return out
     has_rules = rules is not None and rules.n_rules > 0
-    step = max(1, SUGGEST_BATCH_CANDIDATES // (K + (K * K) // 4 + 1))
+    m = min(MARGIN_ADD_CANDIDATES, K)
+    step = max(1, int(SUGGEST_BATCH_CANDIDATES // ((Y.sum(axis=1).mean() + 1.0) * (m + 1) + 1)))  # ~sets per row
     idx = np.argsort(model.fold[rows], kind="stable")
     cuts = np.flatnonzero(np.diff(model.fold[rows[idx]])) + 1
     with threadpool_limits(1):  # thin products: one BLAS thread (no contention)
         for part in np.split(idx, cuts):
-            W = model.W[model.fold[rows[part[0]]]]
+            # row j: how carrying tag j moves every tag's logit; row K: no tag (zeros)
+            WT = np.vstack([model.W[model.fold[rows[part[0]]]].T, np.zeros((1, K))])
             for i in range(0, len(part), step):
                 b = part[i:i + step]
-                y = Y[b]
-                given = _set_objectives(y, rows[b], W, model, P_knn)
-                cand, owner = _single_changes(y, _likely_absent(y, P_knn[rows[b]], MARGIN_ADD_CANDIDATES))
+                y, at = Y[b], rows[b]
+                logits0 = model.base[at] + y.astype(np.float64) @ WT[:K]
+                pk = P_knn[at]
+                on, off = _soft_log(pk), _soft_log(1.0 - pk)
+                g_knn = np.where(y, on, off)  # the given states' kNN soft logs
+                given = 0.5 * (_cooc_part(y, logits0.copy()) + g_knn.min(axis=1))
+                cand, owner, added, removed = _single_changes(y, _likely_absent(y, pk, m))
                 if has_rules:
                     keep = violation_counts(rules, cand) == 0
-                    cand, owner = cand[keep], owner[keep]
+                    cand, owner, added, removed = cand[keep], owner[keep], added[keep], removed[keep]
                 best = np.full(len(b), -np.inf)
                 if len(cand):
-                    np.maximum.at(best, owner, _set_objectives(cand, rows[b][owner], W, model, P_knn))
+                    a, r = np.where(added < 0, K, added), np.where(removed < 0, K, removed)
+                    logits = logits0[owner]
+                    logits += WT[a]
+                    logits -= WT[r]
+                    cooc = _cooc_part(cand, logits)
+                    # kNN minimum: the given states' minimum over the unchanged tags, and the changed tags' new states
+                    v3, i3 = _three_smallest(g_knn)
+                    v3, i3 = v3[owner], i3[owner]
+                    free = (i3 != added[:, None]) & (i3 != removed[:, None])
+                    knn = np.where(free, v3, np.inf).min(axis=1)
+                    rows_c = owner
+                    knn = np.minimum(knn, np.where(added >= 0, on[rows_c, np.maximum(added, 0)], np.inf))
+                    knn = np.minimum(knn, np.where(removed >= 0, off[rows_c, np.maximum(removed, 0)], np.inf))
+                    np.maximum.at(best, owner, 0.5 * (cooc + knn))
                 out[b] = np.minimum(given - best, MAX_MARGIN)
     return out
 

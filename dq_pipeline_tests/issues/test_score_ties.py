@@ -25,7 +25,7 @@ def test_quality_is_a_strictly_increasing_map_of_the_score():
     assert li.readable_quality(np.zeros(1))[0] == 0.5  # the best single change is exactly as good as the given set
 
 
-@pytest.mark.parametrize("K", [5, 12])
+@pytest.mark.parametrize("K", [2, 5, 12])
 def test_the_score_is_the_margin_over_the_best_valid_single_change(K):
     """alternative_margins (vectorised by fold and batch) against a direct loop over one set at a time: every
     carried tag dropped, every one of the MARGIN_ADD_CANDIDATES most likely absent tags added or swapped in for a
