@@ -554,8 +554,9 @@ def _likely_absent(y: np.ndarray, p: np.ndarray, m: int) -> np.ndarray:
 
 
 def _cooc_part(sets: np.ndarray, logits: np.ndarray) -> np.ndarray:
-    """(C,) ``sum_k log s_cooc_k`` (softly floored) of tag sets (C, K) from their second-stage logits (C, K), which
-    it overwrites: the self-confidence of a tag state is sigmoid(+z) if carried, sigmoid(-z) if not."""
+    """(C,) ``sum_k log s_cooc_k`` of :func:`log_joint_score` for tag sets (C, K) from their second-stage logits
+    (C, K), in place (it overwrites them): the self-confidence of a tag state is sigmoid(+z) if carried,
+    sigmoid(-z) if not."""
     np.negative(logits, out=logits, where=sets)  # -z where carried: s = 1 / (1 + exp(-(+-z)))
     np.exp(logits, out=logits)
     logits += 1.0
@@ -617,8 +618,7 @@ def alternative_margins(Y: np.ndarray, rows: np.ndarray, model: StackedModel, P_
                 logits0 = model.base[at] + y.astype(np.float64) @ WT[:K]
                 pk = P_knn[at]
                 on, off = _soft_log(pk), _soft_log(1.0 - pk)
-                g_knn = np.where(y, on, off)  # the given states' kNN soft logs
-                given = 0.5 * (_cooc_part(y, logits0.copy()) + g_knn.min(axis=1))
+                given = log_joint_score(self_confidence(y, _sigmoid(logits0)), self_confidence(y, pk))
                 cand, owner, added, removed = _single_changes(y, _likely_absent(y, pk, m))
                 if has_rules:
                     keep = violation_counts(rules, cand) == 0
@@ -631,7 +631,7 @@ def alternative_margins(Y: np.ndarray, rows: np.ndarray, model: StackedModel, P_
                     logits -= WT[r]
                     cooc = _cooc_part(cand, logits)
                     # kNN minimum: the given states' minimum over the unchanged tags, and the changed tags' new states
-                    v3, i3 = _three_smallest(g_knn)
+                    v3, i3 = _three_smallest(np.where(y, on, off))  # the given states' kNN soft logs
                     v3, i3 = v3[owner], i3[owner]
                     free = (i3 != added[:, None]) & (i3 != removed[:, None])
                     knn = np.where(free, v3, np.inf).min(axis=1)
