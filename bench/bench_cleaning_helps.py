@@ -58,7 +58,7 @@ if str(ROOT) not in sys.path:
 
 from bench import datasets as bd  # noqa: E402
 from bench import noise as bn  # noqa: E402
-from bench.bench_quality import P_CACHE, _digest  # noqa: E402
+from bench.bench_quality import P_CACHE, _digest, c_grid_tag  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 #: datasets of this benchmark (names in bench/datasets.py); text / image use their quick subsets
@@ -103,13 +103,6 @@ def _cached(kind: str, name: str, arrays: tuple[np.ndarray, ...], seed: int, com
     return out
 
 
-def _grid_tag() -> str:
-    """Cache-key part naming the shipped C grid (the audit's and the tagger's cross-validation choose C from it)."""
-    from dq_pipeline.model import DEFAULT_C_GRID
-
-    return "grid" + "_".join(f"{c:g}" for c in DEFAULT_C_GRID)
-
-
 def curate_like_pipeline(name: str, X: np.ndarray, Yn: np.ndarray, seed: int, model: str) -> tuple[np.ndarray, np.ndarray, dict]:
     """(curated tags (N, K), flagged examples (N,) bool, detector summary): the audit's OOF model, label-issue
     detector (shipped defaults) and suggestions on noisy tags Yn, as the label_issues asset and
@@ -118,7 +111,7 @@ def curate_like_pipeline(name: str, X: np.ndarray, Yn: np.ndarray, seed: int, mo
     from dq_pipeline.issues.label_issues import find_label_issues, suggested_tags
     from dq_pipeline.model import DEFAULT_C_GRID, out_of_fold_probabilities
 
-    P = _cached(f"oofP-{model}-{_grid_tag()}", name, (X, Yn), seed,
+    P = _cached(f"oofP-{model}-{c_grid_tag()}", name, (X, Yn), seed,
                 lambda: out_of_fold_probabilities(X, Yn, seed=seed, model=model, C_grid=DEFAULT_C_GRID).probabilities)
     result = find_label_issues(Yn, P, features=X, seed=seed)
     flags = tag_flag_matrix(result.details, Yn.shape)
@@ -161,7 +154,7 @@ def run_one(name: str, X: np.ndarray, Y: np.ndarray, noise: str, rate: float, se
     rows.append({**base, "variant": "all-tags (model-free)", **everything, "seconds": 0.0})
     for variant, (Xv, Yv) in labels.items():
         t0 = time.perf_counter()
-        pred = _cached(f"tagger-{model}-{_grid_tag()}", name, (Xv, Yv, Xte), seed,
+        pred = _cached(f"tagger-{model}-{c_grid_tag()}", name, (Xv, Yv, Xte), seed,
                        lambda: train_tagger(Xv, Yv, classes, model=model, seed=seed,
                                             C_grid=DEFAULT_C_GRID).predict(Xte)[1])
         rows.append({**base, "variant": variant, **f1_scores(Yte, pred), "seconds": time.perf_counter() - t0})

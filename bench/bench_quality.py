@@ -53,11 +53,18 @@ RESULTS = ROOT / "bench" / "results"
 P_CACHE = bd.CACHE / "P"
 
 
+def c_grid_tag() -> str:
+    """Cache-key part naming the shipped C grid (the audit's and the tagger's cross-validation choose C from it)."""
+    from dq_pipeline.model import DEFAULT_C_GRID
+
+    return "grid" + "_".join(f"{c:g}" for c in DEFAULT_C_GRID)
+
+
 def _p_kind() -> str:
     """Cache kind of the default P: names the shipped classifier's settings, so a changed default is recomputed."""
-    from dq_pipeline.model import DEFAULT_C, DEFAULT_C_GRID, DEFAULT_MODEL
+    from dq_pipeline.model import DEFAULT_C, DEFAULT_MODEL
 
-    return f"P-{DEFAULT_MODEL}-C{DEFAULT_C:g}-grid{'_'.join(f'{c:g}' for c in DEFAULT_C_GRID)}"
+    return f"P-{DEFAULT_MODEL}-C{DEFAULT_C:g}-{c_grid_tag()}"
 RATES = (0.05, 0.1, 0.2)
 SEEDS = (0, 1)
 QUICK_DATASETS = {"validation": ("emotions", "flags-groupsA", "tmdb"), "test": ("flags-groupsB", "yeast", "goemotions"),

@@ -236,7 +236,7 @@ def out_of_fold_probabilities(
     best: int | None = None
     for k in range(n_folds):
         if grid.size > 1 and best is None and scored.sum() >= GRID_CHOOSE_ROWS:
-            best = _best_C(Y, P_all, scored)
+            best = int(np.argmin(_grid_log_losses(Y, P_all, scored)))
             tried = np.array([best])
         started = time.perf_counter()
         train, test = folds != k, folds == k
@@ -286,8 +286,8 @@ def out_of_fold_probabilities(
             progress(k + 1, n_folds)
     C_log_loss: dict[float, float] = {}
     if grid.size:
-        losses = [_mean_log_loss(Y[scored], P_all[g][scored]) for g in range(G)]
-        best = int(np.argmin(losses)) if best is None else best
+        losses = _grid_log_losses(Y, P_all, scored)
+        best = int(np.argmin(losses)) if best is None else best  # argmin ties: the first
         P = P_all[best].astype(np.float64)
         C = float(grid[best])
         C_log_loss = {float(c): float(v) for c, v in zip(grid, losses)}
@@ -302,9 +302,9 @@ def out_of_fold_probabilities(
                      C_log_loss=C_log_loss)
 
 
-def _best_C(Y: np.ndarray, P_all: np.ndarray, rows: np.ndarray) -> int:
-    """Index of the grid value (first axis of P_all (G, N, K)) with the lowest log-loss on ``rows`` (ties: the first)."""
-    return int(np.argmin([_mean_log_loss(Y[rows], P_all[g][rows]) for g in range(len(P_all))]))
+def _grid_log_losses(Y: np.ndarray, P_all: np.ndarray, rows: np.ndarray) -> list[float]:
+    """Mean log-loss on ``rows`` of each grid value's probabilities (first axis of P_all (G, N, K))."""
+    return [_mean_log_loss(Y[rows], P_all[g][rows]) for g in range(len(P_all))]
 
 
 def _mean_log_loss(Y: np.ndarray, P: np.ndarray, block: int = 65_536) -> float:

@@ -253,7 +253,8 @@ def oof_probabilities(
     """Out-of-fold probability for every (example, tag): K multilabel-stratified folds
     (iterative-stratification); each example is predicted by a model that never saw it.
     Default model: 'fast_logreg' (L2 logistic regression for all tags at once), its L2 strength chosen from
-    the setting ``c_grid`` by out-of-fold log-loss. Records the chosen C and the per-tag out-of-fold AUROC. Reused from the result cache when features, tags, settings and code are unchanged."""
+    the setting ``c_grid`` by out-of-fold log-loss. Records the chosen C and the per-tag out-of-fold AUROC.
+    Reused from the result cache when features, tags, settings and code are unchanged."""
     Y = raw_examples.Y
     started = time.perf_counter()
     oof, key, hit = reuse(
