@@ -67,7 +67,7 @@ def test_the_score_is_the_margin_over_the_best_valid_single_change(K):
                 alternatives.append(z)
         valid = [z for z in alternatives if violation_counts(rules, z[None, :])[0] == 0]
         expected = objective(y, i) - max(objective(z, i) for z in valid)
-        assert abs(fast[i] - expected) < 1e-9, i
+        assert abs(fast[i] - expected) < 1e-5, i  # the candidates' logits are float32 (rounding ~1e-7)
     assert (fast < 0).any() and (fast > 0).any()
     # the detector's score is that margin plus the rule penalty, and its quality the sigmoid of it
     scorer = li._Scorer(model, P_knn, rules)
