@@ -245,3 +245,42 @@ def test_hnsw_recall_and_the_same_flags_as_exact() -> None:
         na = dup.find_near_duplicates(X, Y, metric=metric, threshold=thr, graph=approx)
         ne = dup.find_near_duplicates(X, Y, metric=metric, threshold=thr, graph=exact)
         assert _groups(na) == _groups(ne) == [[2000 + i, 3000 + i] for i in range(30)]
+
+
+# ------------------------------------------------------------------ certified bfloat16 candidates
+
+def test_bf16_candidates_give_the_float32_graph(goemotions) -> None:
+    """The exact cosine graph from bfloat16 products (certified, the uncertified rows searched again in float32)
+    has the same neighbours and distances as the float32 search, on real text embeddings (bf16 products are
+    emulated where the CPU lacks them: slower, not different)."""
+    X = goemotions[0]
+    low = build_neighbour_graph(X, k=15, metric="cosine", method="exact", bf16=True)
+    full = build_neighbour_graph(X, k=15, metric="cosine", method="exact", bf16=False)
+    assert "bfloat16" in low.method and "bfloat16" not in full.method
+    np.testing.assert_array_equal(low.indices, full.indices)
+    np.testing.assert_array_equal(low.distances, full.distances)
+    assert isinstance(nb.native_bf16(), bool)
+
+
+def test_bf16_rounding_never_decides_a_neighbour() -> None:
+    """A tight cluster whose similarities differ below bfloat16's resolution (~4e-3) but far above float32's: the
+    bf16 scores alone pick wrong neighbours, the certificate refuses those rows, and their float32 search makes
+    every row equal the float64 brute force."""
+    rng = np.random.default_rng(0)
+    centre = rng.normal(size=64)
+    cluster = centre + 0.05 * np.linalg.norm(centre) * rng.normal(size=(120, 64)) / 8.0
+    X = np.vstack([cluster, rng.normal(size=(200, 64))])
+    k = 10
+    Z = nb.prepare(X, "cosine")
+    sim = Z @ Z.T
+    np.fill_diagonal(sim, -np.inf)
+    truth = np.sort(np.argsort(-sim, axis=1, kind="stable")[:, :k], axis=1)
+    # the data is hard: bf16 scores alone (with the usual extra candidates) miss true neighbours in the cluster
+    index = nb._FlatIndex(np.ascontiguousarray(Z, dtype=np.float32), "cosine", bf16=True, Z=Z)
+    scores, cand = index.search(np.ascontiguousarray(Z, dtype=np.float32), k + 1 + nb.EXTRA_CANDIDATES)
+    missed = [not set(truth[i]) <= set(cand[i]) for i in range(120)]
+    assert sum(missed) > 100
+    g = build_neighbour_graph(X, k=k, metric="cosine", method="exact", bf16=True)
+    redone = int(g.method.split("certified; ")[1].split(" of ")[0])
+    assert redone >= sum(missed)
+    np.testing.assert_array_equal(np.sort(g.indices, axis=1), truth)
