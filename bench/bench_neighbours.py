@@ -119,10 +119,13 @@ def run_method(lib: str, path: str, metric: str, out: str) -> None:
         index.add(Z32)
         idx, _ = nb._search_all(index, Z, Z32, K, metric, None)
         extra = {"method": f"{lib}, float64 re-ranked"}
-    elif lib in ("torch exact", "hnswlib tuned"):
+    elif lib in ("torch exact", "torch exact float32", "hnswlib tuned"):
+        # "torch exact": the shipped default (cosine from certified bfloat16 products where the CPU has them);
+        # "torch exact float32": the same search with the bfloat16 candidates switched off
         from dq_pipeline.neighbours import build_neighbour_graph
 
-        g = build_neighbour_graph(X, k=K, metric=metric, method="exact" if lib == "torch exact" else "hnsw")
+        g = build_neighbour_graph(X, k=K, metric=metric, method="hnsw" if lib == "hnswlib tuned" else "exact",
+                                  bf16=False if lib == "torch exact float32" else None)
         idx = g.indices
         extra = {"recall_estimate": g.recall, "method": g.method}
     elif lib == "hnswlib":
@@ -336,7 +339,7 @@ def main() -> None:
     command = "HF_HUB_OFFLINE=1 nice -n 10 " + " ".join([Path(sys.executable).name, *sys.argv])
     parts = Path(args.parts)
     parts.mkdir(parents=True, exist_ok=True)
-    all_libs = ["sklearn brute", "faiss exact", "torch exact", "faiss hnsw", "hnswlib", "hnswlib tuned", "pynndescent"]
+    all_libs = ["sklearn brute", "faiss exact", "torch exact", "torch exact float32", "faiss hnsw", "hnswlib", "hnswlib tuned", "pynndescent"]
     if args.libs:
         all_libs = [lib for lib in all_libs if lib in args.libs]
     m = 3000 if args.smoke else 20000 if args.quick else None
