@@ -38,6 +38,8 @@ PAIR_BLOCK: int = 2 << 20
 FLAT_BLOCK_FLOATS: int = 64 << 20
 #: Extra float32 candidates fetched per row before the float64 re-ranking.
 EXTRA_CANDIDATES: int = 8
+#: Columns per chunk of the exact search's two-stage top-m selection (:func:`_top_m`).
+TOPK_CHUNK: int = 256
 
 #: HNSW parameters (hnswlib): links per node, build and search beam widths.
 HNSW_M: int = 16
@@ -215,15 +217,20 @@ class _FlatIndex:
 
         self.torch = torch
         self.metric = metric
-        self.base = torch.from_numpy(Z32)
+        self.n = len(Z32)
+        # rows padded to a multiple of TOPK_CHUNK (their scores set to -inf) so _top_m selects on views
+        pad = (-self.n) % TOPK_CHUNK
+        self.base = torch.from_numpy(np.vstack([Z32, np.zeros((pad, Z32.shape[1]), np.float32)]) if pad else Z32)
         # cosine: rank by q.x of unit vectors; euclidean: by 2 q.x - |x|^2 (= |q|^2 - |q - x|^2, |q|^2 fixed per row)
         self.minus_sq = -(self.base * self.base).sum(dim=1)[None, :] if metric == "euclidean" else None
+        if self.minus_sq is not None and pad:
+            self.minus_sq[:, self.n:] = float("-inf")
         self.bf16 = bool(bf16) and metric == "cosine" and Z is not None
         self.redone = 0  # rows the bf16 candidates could not certify, searched again in float32
         if self.bf16:
             self.low = self.base.to(torch.bfloat16)
             # each row's rounding error |bf16(z) - z| against the float64 unit vector
-            self.err = np.linalg.norm(self.low.to(torch.float64).numpy() - Z, axis=1)
+            self.err = np.linalg.norm(self.low[:self.n].to(torch.float64).numpy() - Z, axis=1)
             d = Z.shape[1]
             # float32 sums of d exact bf16 x bf16 products: relative error at most d u / (1 - d u), twice for safety
             self.gamma = 2.0 * d * 2.0 ** -24 / (1.0 - d * 2.0 ** -24)
@@ -238,6 +245,7 @@ class _FlatIndex:
         """(scores, indices) (len(queries), m) of the m best rows per query (scores: larger = nearer; unsorted)."""
         torch = self.torch
         n = len(self.base)
+        padded = n > self.n
         step = max(1, min(len(queries), FLAT_BLOCK_FLOATS // max(1, n)))
         scores = np.empty((len(queries), m), dtype=np.float32)
         found = np.empty((len(queries), m), dtype=np.int64)
@@ -251,9 +259,34 @@ class _FlatIndex:
                     G = q @ base.T
                 else:
                     G = torch.addmm(self.minus_sq, q, base.T, alpha=2.0)
-                v, i = torch.topk(G, m, dim=1, largest=True, sorted=False)
+                if padded and self.minus_sq is None:
+                    G[:, self.n:] = float("-inf")
+                v, i = _top_m(G, m)
                 scores[s:s + step], found[s:s + step] = v.float().numpy(), i.numpy()
         return scores, found
+
+
+def _top_m(G, m: int):
+    """(values, column indices) (b, m) of the m largest entries per row of the torch matrix G (b, N), unsorted.
+
+    Where N is a multiple of :data:`TOPK_CHUNK` and has at least 2 (m + 1) chunks, two stages on views of G (no
+    copy): the maxima of its chunks of TOPK_CHUNK columns, the m chunks with the largest maxima, then ``topk`` over
+    their m x TOPK_CHUNK entries instead of all N (full GoEmotions, bfloat16: 30 ms instead of 63 ms per block of
+    1,236 rows). Exact: an entry in any other chunk has m chunk maxima at or above it, so at least m selected
+    entries are not below it (ties may pick other, equal entries). Elsewhere one ``topk``."""
+    import torch
+
+    b, n = G.shape
+    size = TOPK_CHUNK
+    chunks = n // size
+    if n % size or chunks < 2 * (m + 1):
+        return torch.topk(G, m, dim=1, largest=True, sorted=False)
+    maxima = G.view(b, chunks, size).amax(dim=2)
+    _, best = torch.topk(maxima, m, dim=1, largest=True, sorted=False)
+    rows = (torch.arange(b)[:, None] * chunks + best).reshape(-1)
+    vals = G.view(b * chunks, size).index_select(0, rows).view(b, m * size)
+    v, pos = torch.topk(vals, m, dim=1, largest=True, sorted=False)
+    return v, best.gather(1, pos // size) * size + pos % size
 
 
 def native_bf16() -> bool:

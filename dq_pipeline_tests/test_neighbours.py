@@ -284,3 +284,25 @@ def test_bf16_rounding_never_decides_a_neighbour() -> None:
     redone = int(g.method.split("certified; ")[1].split(" of ")[0])
     assert redone >= sum(missed)
     np.testing.assert_array_equal(np.sort(g.indices, axis=1), truth)
+
+
+@pytest.mark.parametrize("n", [300, 32 * 256, 32 * 256 + 77])
+def test_two_stage_top_m_equals_topk(n: int) -> None:
+    """The chunked selection returns the m largest values of every row (as torch.topk, ties aside) with
+    indices that hold those values: negative scores, many exact ties, a last chunk shorter than the others, and
+    rows whose m largest sit in one chunk."""
+    import torch
+
+    rng = np.random.default_rng(n)
+    m = 12
+    for dtype in (torch.float32, torch.bfloat16):
+        G = torch.from_numpy(np.round(rng.normal(size=(40, n)), 1).astype(np.float32) - 3.0).to(dtype)
+        G[0, :m] = 10.0  # one row's top all in the first chunk
+        G[1, -3:] = 10.0  # some in the short last chunk
+        G[2] = 1.0  # a row of ties
+        v, i = nb._top_m(G, m)
+        ref, _ = torch.topk(G, m, dim=1)
+        torch.testing.assert_close(torch.sort(v, dim=1).values, torch.sort(ref, dim=1).values, rtol=0, atol=0)
+        torch.testing.assert_close(G.gather(1, i), v, rtol=0, atol=0)
+        assert all(len(set(row)) == m for row in i.tolist())  # m distinct columns
+        assert int(i.max()) < n
