@@ -257,6 +257,9 @@ def oof_probabilities(
     Reused from the result cache when features, tags, settings and code are unchanged."""
     Y = raw_examples.Y
     started = time.perf_counter()
+    if settings.c_grid and _c_grid(settings) is None:
+        context.log.warning(f"c_grid {settings.c_grid} is ignored: model '{settings.model}' uses its own C "
+                            f"(the grid applies to the fast models {list(cv.FAST_MODELS)})")
     oof, key, hit = reuse(
         context, settings, "oof_probabilities",
         [features.fingerprint, Y, settings.n_folds, settings.seed, settings.model, _c_grid(settings)],

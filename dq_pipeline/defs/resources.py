@@ -5,12 +5,13 @@ All settings are config fields with documented defaults, editable per run in the
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from dq_pipeline import model, neighbours, store
 from dq_pipeline.model import DEFAULT_C, DEFAULT_C_GRID
@@ -128,6 +129,23 @@ class AuditSettings(dg.ConfigurableResource):
         default=False,
         description="Regression check severity: False = WARN (the run succeeds, the check shows failed); True = "
                     "ERROR (the run and `dq-pipeline audit` fail; the audit is still written, for inspection)")
+
+    @field_validator("c_grid")
+    @classmethod
+    def _positive_grid(cls, value: list[float]) -> list[float]:
+        bad = [v for v in value if not (math.isfinite(v) and v > 0)]
+        if bad:
+            raise ValueError(f"c_grid: every L2 strength C must be a positive number, got {bad} in {value}")
+        return value
+
+    @field_validator("model", "label_method", "outlier_method", "neighbour_method")
+    @classmethod
+    def _known_choice(cls, value: str, info: ValidationInfo) -> str:
+        choices = {"model": model.MODELS, "label_method": label_issues.METHODS, "outlier_method": outliers.METHODS,
+                   "neighbour_method": neighbours.METHODS}[info.field_name]
+        if value not in choices:
+            raise ValueError(f"{info.field_name} must be one of {list(choices)}, got {value!r}")
+        return value
 
     def regression_thresholds(self) -> RegressionThresholds:
         """The regression check's thresholds from these settings."""
