@@ -161,7 +161,7 @@ def _search_all(index, Z: np.ndarray, Z32: np.ndarray, k: int, metric: str,
         if getattr(index, "bf16", False) and m < len(Z) and k > 0:
             redo = np.flatnonzero(~_certified(index, q, scores, dist))
             if len(redo):  # candidates that may miss a nearer row: search those rows again in float32
-                _, cand = _FlatIndex(Z32, metric).search(Z32[q[redo]], m)
+                _, cand = index.search(Z32[q[redo]], m, float32=True)
                 idx[redo], dist[redo] = _rerank(Z, q[redo], cand, k, metric)
             index.redone += len(redo)
         indices[start:start + len(q)], distances[start:start + len(q)] = idx, dist
@@ -201,8 +201,8 @@ class _HnswIndex:
 
 
 class _FlatIndex:
-    """Exact (brute-force) search with torch: a block of query rows times all rows (one matrix product), then
-    ``torch.topk`` per row; the same ``search(queries, m) -> (scores, indices)`` call as the HNSW index.
+    """Exact (brute-force) search with torch: a block of query rows times all rows (one matrix product), then the
+    m best per row (:func:`_top_m`); the same ``search(queries, m) -> (scores, indices)`` call as the HNSW index.
     The query block is sized so its (block, N) score matrix stays within :data:`FLAT_BLOCK_FLOATS`.
 
     torch rather than faiss's ``IndexFlatIP``/``IndexFlatL2``: on the full GoEmotions (54,263 x 384, 2 cores)
@@ -241,19 +241,21 @@ class _FlatIndex:
         e, e_max = self.err[rows], float(self.err.max())
         return e + e_max + e * e_max + self.gamma * (1.0 + e) * (1.0 + e_max) + 1e-12
 
-    def search(self, queries: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, indices) (len(queries), m) of the m best rows per query (scores: larger = nearer; unsorted)."""
+    def search(self, queries: np.ndarray, m: int, float32: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, indices) (len(queries), m) of the m best rows per query (scores: larger = nearer; unsorted);
+        ``float32``: float32 products even where the index has bfloat16 ones."""
         torch = self.torch
         n = len(self.base)
         padded = n > self.n
         step = max(1, min(len(queries), FLAT_BLOCK_FLOATS // max(1, n)))
         scores = np.empty((len(queries), m), dtype=np.float32)
         found = np.empty((len(queries), m), dtype=np.int64)
-        base = self.low if self.bf16 else self.base
+        low = self.bf16 and not float32
+        base = self.low if low else self.base
         with torch.inference_mode():
             for s in range(0, len(queries), step):
                 q = torch.from_numpy(np.ascontiguousarray(queries[s:s + step]))
-                if self.bf16:
+                if low:
                     G = q.to(torch.bfloat16) @ base.T
                 elif self.minus_sq is None:
                     G = q @ base.T
