@@ -558,3 +558,59 @@ def _blend_cleanlab(weight: float):
 
 blend_cleanlab_025 = _blend_cleanlab(0.25)
 blend_cleanlab_050 = _blend_cleanlab(0.5)
+
+
+def _margin_suggest(edit_cost: float):
+    """Exploration: suggestions from the ranking's own alternatives. A flagged example gets the best valid set one
+    change away (:func:`alternative_margins`' candidates: a carried tag dropped, one of the likeliest absent tags
+    added or swapped in) when its log joint score beats the given set's by more than ``edit_cost``, else keeps its
+    tags; examples breaking a rule keep the default's answer (its repair).
+
+    Validation half, 2026-12-07 (`bench_quality.py --split validation --workers 2 --no-e2e --candidate
+    ms0=bench.label_variants:margin_suggest_0 ...`; flags unchanged): exact-match on corrupted / clean kept 0.316 /
+    0.883 at cost 0 and 0.5, 0.299 / 0.890 at cost 1, against the default's 0.305 / 0.885 (better on 5 of 6 datasets,
+    scene-single 0.624 -> 0.664; tmdb 0.202 -> 0.198). Not shipped: +0.011 against a bar of 0.5, for a second
+    suggestion path beside the repair of rule breakers."""
+
+    def margin_suggest(Y: np.ndarray, rows: np.ndarray, model, P_knn: np.ndarray, rules, P_tags: np.ndarray,
+                       edit_cost_default: float = 1.0) -> np.ndarray:
+        from dq_pipeline.issues import label_issues as li
+        from dq_pipeline.rules import violation_counts
+
+        S = _ORIGINAL_SUGGEST(Y, rows, model, P_knn, rules, P_tags)
+        Y = np.asarray(Y, dtype=bool)
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return S
+        has_rules = rules is not None and rules.n_rules > 0
+        if has_rules:
+            rows = rows[violation_counts(rules, Y[rows]) == 0]
+        y = Y[rows]
+
+        def objective(sets: np.ndarray, at: np.ndarray) -> np.ndarray:
+            return li.log_joint_score(li.self_confidence(sets, model.probabilities(sets, at)),
+                                      li.self_confidence(sets, P_knn[at]))
+
+        given = objective(y, rows)
+        cand, owner, _, _ = li._single_changes(y, *li._likely_absent(y, P_knn[rows], li.MARGIN_ADD_CANDIDATES))
+        if has_rules and len(cand):
+            keep = violation_counts(rules, cand) == 0
+            cand, owner = cand[keep], owner[keep]
+        if len(cand) == 0:
+            return S
+        obj = objective(cand, rows[owner])
+        order = np.lexsort((-obj, owner))  # per row, best first
+        first = order[np.r_[True, owner[order][1:] != owner[order][:-1]]]
+        better = obj[first] > given[owner[first]] + edit_cost
+        S[rows] = Y[rows]
+        S[rows[owner[first][better]]] = cand[first][better]
+        return S
+
+    return _with_setting("suggest", margin_suggest)
+
+
+from dq_pipeline.issues.label_issues import suggest as _ORIGINAL_SUGGEST  # noqa: E402
+
+margin_suggest_0 = _margin_suggest(0.0)
+margin_suggest_05 = _margin_suggest(0.5)
+margin_suggest_1 = _margin_suggest(1.0)
