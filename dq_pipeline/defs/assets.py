@@ -327,7 +327,8 @@ def label_issues(
 
     def compute() -> tuple[DetectorResult, dict[str, Any]]:
         result = find_label_issues(p.Y, p.P, neighbours=neighbour_graph.indices, method=settings.label_method,
-                                   seed=settings.seed, progress=_progress(context, "second-stage fits", "fits"))
+                                   seed=settings.seed, progress=_progress(context, "second-stage fits", "fits"),
+                                   stage_progress=lambda stage, unit: _progress(context, stage, unit))
         return result, {**detector_metadata("label_issues", result, raw_examples, p),
                         **label_rules_metadata(result, p)}
 

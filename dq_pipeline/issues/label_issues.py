@@ -556,13 +556,15 @@ class _Scorer:
     def __init__(self, model: StackedModel, P_knn: np.ndarray, rules: Any) -> None:
         self.model, self.P_knn, self.rules = model, P_knn, rules
 
-    def __call__(self, Y: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        """(n,) scores of tag sets Y (n, K) for examples ``rows`` (default all); lower = more likely wrong."""
+    def __call__(self, Y: np.ndarray, rows: np.ndarray | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """(n,) scores of tag sets Y (n, K) for examples ``rows`` (default all); lower = more likely wrong.
+        ``progress(done, total)``: examples scored."""
         from dq_pipeline.rules import violation_counts
 
         rows = np.arange(len(self.P_knn)) if rows is None else np.asarray(rows)
         Y = np.asarray(Y, dtype=bool)
-        score = alternative_margins(Y, rows, self.model, self.P_knn, self.rules)
+        score = alternative_margins(Y, rows, self.model, self.P_knn, self.rules, progress)
         if self.rules is not None and self.rules.n_rules:
             score = score + VIOLATION_LOG_PENALTY * violation_counts(self.rules, Y)
         return score
@@ -637,7 +639,7 @@ def _three_smallest(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def alternative_margins(Y: np.ndarray, rows: np.ndarray, model: StackedModel, P_knn: np.ndarray,
-                        rules: Any) -> np.ndarray:
+                        rules: Any, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """(n,) how much better tag set Y[i] (n, K) of example rows[i] scores than the best set one change away from
     it that breaks no learned rule -- a carried tag dropped, or one of the :data:`MARGIN_ADD_CANDIDATES` absent tags
     most likely under the kNN-blended probabilities added or swapped in for a carried one -- each scored by
@@ -646,7 +648,7 @@ def alternative_margins(Y: np.ndarray, rows: np.ndarray, model: StackedModel, P_
     where no valid change exists. A change moves the second stage's logits by the weight rows of the tags it adds
     and removes (the model is linear in the other tags), and the kNN minimum by at most its two changed tags, so
     no set is multiplied through the weights again. Batched by fold, about :data:`SUGGEST_BATCH_CANDIDATES`
-    candidate sets at a time (on average)."""
+    candidate sets at a time (on average). ``progress(done, total)``: examples scored, after each batch."""
     from threadpoolctl import threadpool_limits
 
     from dq_pipeline.rules import violation_counts
@@ -662,6 +664,7 @@ def alternative_margins(Y: np.ndarray, rows: np.ndarray, model: StackedModel, P_
     step = max(1, int(SUGGEST_BATCH_CANDIDATES // ((Y.sum(axis=1).mean() + 1.0) * (m + 1) + 1)))  # ~sets per row
     idx = np.argsort(model.fold[rows], kind="stable")
     cuts = np.flatnonzero(np.diff(model.fold[rows[idx]])) + 1
+    done = 0
     with threadpool_limits(1):  # thin products: one BLAS thread (no contention)
         for part in np.split(idx, cuts):
             # row j: how carrying tag j moves every tag's logit; row K: no tag (zeros)
@@ -695,6 +698,9 @@ def alternative_margins(Y: np.ndarray, rows: np.ndarray, model: StackedModel, P_
                     knn = np.minimum(knn, np.where(removed >= 0, off[rows_c, np.maximum(removed, 0)], np.inf))
                     np.maximum.at(best, owner, 0.5 * (cooc + knn))
                 out[b] = np.minimum(given - best, MAX_MARGIN)
+                done += len(b)
+                if progress is not None:
+                    progress(done, n)
     return out
 
 
@@ -836,13 +842,15 @@ def _candidates(y: np.ndarray, group_of: np.ndarray) -> np.ndarray:
 
 
 def suggest(Y: np.ndarray, rows: np.ndarray, model: StackedModel, P_knn: np.ndarray, rules: Any,
-            P_tags: np.ndarray, edit_cost: float = SUGGEST_EDIT_COST) -> np.ndarray:
+            P_tags: np.ndarray, edit_cost: float = SUGGEST_EDIT_COST,
+            progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """(N, K) bool suggested tags: Y with, for each example in ``rows``, the best of its given set and its
     valid changes (:func:`_candidates` breaking no learned rule) by ``0.5 * (sum log s_cooc + sum log s_knn)
     - edit_cost`` (the given set pays no cost; ties: the first in the order given set, flips, swaps). An example
     breaking a rule always gets a valid set (:func:`_candidates`, or :func:`dq_pipeline.rules.repair` of its
     given set using ``P_tags`` (N, K)). Vectorised over batches of rows (about :data:`SUGGEST_BATCH_CANDIDATES`
-    candidate sets at a time); the same choice as scoring each row's candidates on their own."""
+    candidate sets at a time); the same choice as scoring each row's candidates on their own. ``progress(done,
+    total)``: examples of ``rows`` done, after each batch."""
     from threadpoolctl import threadpool_limits
 
     Y = np.asarray(Y, dtype=bool)
@@ -857,9 +865,13 @@ def suggest(Y: np.ndarray, rows: np.ndarray, model: StackedModel, P_knn: np.ndar
     rows = rows[np.argsort(model.fold[rows], kind="stable")]
     cuts = np.flatnonzero(np.diff(model.fold[rows])) + 1
     batches = [b[i:i + step] for b in np.split(rows, cuts) for i in range(0, len(b), step)]
+    done = 0
     with threadpool_limits(1):  # small products: one BLAS thread is faster (and no contention)
         for batch in batches:  # rows of one fold: their stacked logits are one matrix product
             _suggest_batch(S, Y, batch, model, P_knn, rules, P_tags, edit_cost, has_rules)
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(rows))
     return S
 
 
@@ -956,6 +968,7 @@ def find_label_issues(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     neighbours: np.ndarray | None = None,
+    stage_progress: Callable[[str, str], Callable[[int, int], None]] | None = None,
 ) -> DetectorResult:
     """Detect label issues from given tags Y (N, K) 0/1, out-of-fold probabilities P (N, K) and the
     features X (N, D) behind P (see the module doc).
@@ -970,6 +983,8 @@ def find_label_issues(
     called as the second-stage fits (the long part) go (:func:`fit_stacked`). ``neighbours``: (N, k >= 1) int
     indices of each example's nearest other examples, nearest first (the audit's shared neighbour graph): the
     kNN votes then use its first :data:`DEFAULT_N_NEIGHBORS` columns and no search is run (``features`` unused).
+    ``stage_progress(stage, unit)``: a ``progress(done, total)`` callback for each later long stage ("label
+    scores": examples scored; "suggestions": flagged examples given a suggestion).
     """
     from dq_pipeline.rules import learn_label_rules, violation_counts
 
@@ -997,7 +1012,7 @@ def find_label_issues(
     model = fit_stacked(Y, P, extra=votes, seed=seed, progress=progress, max_rows=STACK_MAX_ROWS)
     scorer = _Scorer(model, P_knn, rules)
     P_cooc = model.probabilities(Y)
-    log_score = scorer(Y)
+    log_score = scorer(Y, progress=None if stage_progress is None else stage_progress("label scores", "examples"))
     violating = violation_counts(rules, Y) > 0 if rules.n_rules else np.zeros(N, dtype=bool)
 
     Y_planted, planted = plant_errors(Y, rules, seed=seed)
@@ -1014,7 +1029,8 @@ def find_label_issues(
     outside = violating & ~flags
     flags |= violating
 
-    S = suggest(Y, np.flatnonzero(flags), model, P_knn, rules, 0.5 * (P_cooc + P_knn))
+    S = suggest(Y, np.flatnonzero(flags), model, P_knn, rules, 0.5 * (P_cooc + P_knn),
+                progress=None if stage_progress is None else stage_progress("suggestions", "examples"))
     details = tag_issue_rows(Y, P_cooc, S != Y)
     n_viol = int(violating.sum())
     expected = (n_viol + rate * n_clean_side) / N if N else 0.0

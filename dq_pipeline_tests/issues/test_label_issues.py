@@ -192,3 +192,30 @@ def test_progress_counts_every_second_stage_fit_and_changes_nothing(emotions_xy)
     assert [d for d, _ in calls] == list(range(1, total + 1))
     np.testing.assert_array_equal(with_progress.scores, plain.scores)
     np.testing.assert_array_equal(with_progress.flags, plain.flags)
+
+
+def test_the_later_stages_report_progress_too(emotions_xy):
+    """Scoring every example and suggesting tags for the flagged ones each report done / total up to the end
+    (the audit shows them as 'label scores' and 'suggestions'); the result is the same as without."""
+    from dq_pipeline.model import out_of_fold_probabilities
+
+    X, Y = emotions_xy
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    P = out_of_fold_probabilities(X, Y).probabilities
+    calls: dict[str, list[tuple[int, int]]] = {}
+
+    def stage_progress(stage: str, unit: str):
+        assert unit == "examples"
+        return lambda d, t: calls.setdefault(stage, []).append((d, t))
+
+    reported = li.find_label_issues(Y, P, features=X, seed=0, stage_progress=stage_progress)
+    plain = li.find_label_issues(Y, P, features=X, seed=0)
+    assert set(calls) == {"label scores", "suggestions"}
+    assert calls["label scores"][-1] == (len(Y), len(Y))
+    n_flagged = int(plain.flags.sum())
+    assert calls["suggestions"][-1] == (n_flagged, n_flagged)
+    for steps in calls.values():
+        done = [d for d, _ in steps]
+        assert done == sorted(done) and len(set(t for _, t in steps)) == 1
+    np.testing.assert_array_equal(reported.scores, plain.scores)
+    np.testing.assert_array_equal(reported.flags, plain.flags)
