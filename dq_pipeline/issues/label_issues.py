@@ -359,8 +359,8 @@ def _newton_fold(X: np.ndarray, Y: np.ndarray, in_train: np.ndarray, use_other_t
     (:func:`_newton_design`; the tags last with ``use_other_tags``, tag k's own weight fixed at 0); a tag
     constant on the training rows gets intercept logit(0 or 1), clipped, and no weights).
 
-    Newton steps with exact gradients over all training rows (the design built :data:`NEWTON_BLOCK` rows at a
-    time: memory O(N K)); each tag's Hessian is estimated from about :data:`NEWTON_HESSIAN_ROWS` rows drawn by
+    Newton steps with full gradients over all training rows (float32 products of X, :data:`NEWTON_BLOCK` rows at a
+    time; the fit's tolerances are far above float32 rounding); each tag's Hessian is estimated from about :data:`NEWTON_HESSIAN_ROWS` rows drawn by
     curvature (:func:`_curvature_rows`) and its Cholesky factor kept in ``factors`` (reused by the folds: the
     all-rows Hessian, scaled to their row count, is close) until a step has to be shortened or it is ``hessian_every`` steps old; backtracking
     line search (``line_search=False``: whole steps, for the folds' steps from the all-rows optimum, which the
@@ -384,8 +384,7 @@ def _newton_fold(X: np.ndarray, Y: np.ndarray, in_train: np.ndarray, use_other_t
     def t_times(sl: slice, R: np.ndarray) -> np.ndarray:  # X[sl].T @ R (float32)
         return X[sl].T @ R.astype(np.float32, copy=False)
 
-    S = np.empty((N, K), dtype=np.float32)
-
+    S = np.empty((N, K), dtype=np.float32)  # sigmoid(Z) of the last gradient pass: the Hessians' curvatures
     prev = Y[in_train].sum(axis=0) / n
     const = (prev == 0.0) | (prev == 1.0)
     free = np.ones((d, K), dtype=bool)
