@@ -173,6 +173,14 @@ def neighbour_votes(Y: np.ndarray, neighbours: np.ndarray, n_neighbors: int = DE
     return votes
 
 
+def _negate_where(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``x`` (float32 or float64) negated where ``mask`` (same shape, bool), in place, by flipping the sign bit (a
+    masked ``np.negative(where=)`` is about 5x slower). Returns x."""
+    bits = x.view(np.uint32 if x.dtype == np.float32 else np.uint64)
+    np.bitwise_xor(bits, np.left_shift(mask, 8 * x.itemsize - 1, dtype=bits.dtype), out=bits)
+    return x
+
+
 def _logit(P: np.ndarray) -> np.ndarray:
     Q = np.clip(np.asarray(P, dtype=np.float64), 1e-6, 1.0 - 1e-6)
     return np.log(Q) - np.log1p(-Q)
@@ -409,9 +417,7 @@ def _newton_fold(X: np.ndarray, Y: np.ndarray, in_train: np.ndarray, use_other_t
         out = np.zeros(K)
         for sl in blocks:
             # log(1 + e^z) - y z = log(1 + e^-|u|) + max(u, 0) with u = -z where y, z elsewhere; in place
-            u = Z[sl].copy() if D is None else Z[sl] - D[sl] * t
-            bits = u.view(np.uint64)
-            np.bitwise_xor(bits, np.left_shift(Y[sl], 63, dtype=np.uint64), out=bits)
+            u = _negate_where(Z[sl].copy() if D is None else Z[sl] - D[sl] * t, Y[sl])
             pos = np.maximum(u, 0.0)
             np.abs(u, out=u)
             np.negative(u, out=u)
@@ -611,8 +617,7 @@ def _cooc_part(sets: np.ndarray, logits: np.ndarray) -> np.ndarray:
     """(C,) ``sum_k log s_cooc_k`` of :func:`log_joint_score` for tag sets (C, K) from their float32 second-stage
     logits (C, K), in place (it overwrites them): the self-confidence of a tag state is sigmoid(+z) if carried,
     sigmoid(-z) if not."""
-    bits = logits.view(np.uint32)  # -z where carried, by flipping the sign bit (a masked np.negative is 5x slower)
-    np.bitwise_xor(bits, np.left_shift(sets, 31, dtype=np.uint32), out=bits)
+    _negate_where(logits, sets)  # -z where carried
     np.exp(logits, out=logits)  # s = 1 / (1 + exp(-(+-z)))
     logits += 1.0
     np.reciprocal(logits, out=logits)
@@ -692,9 +697,8 @@ def alternative_margins(Y: np.ndarray, rows: np.ndarray, model: StackedModel, P_
                     v3, i3 = v3[owner], i3[owner]
                     free = (i3 != added[:, None]) & (i3 != removed[:, None])
                     knn = np.where(free, v3, np.inf).min(axis=1)
-                    rows_c = owner
-                    knn = np.minimum(knn, np.where(added >= 0, on[rows_c, np.maximum(added, 0)], np.inf))
-                    knn = np.minimum(knn, np.where(removed >= 0, off[rows_c, np.maximum(removed, 0)], np.inf))
+                    knn = np.minimum(knn, np.where(added >= 0, on[owner, np.maximum(added, 0)], np.inf))
+                    knn = np.minimum(knn, np.where(removed >= 0, off[owner, np.maximum(removed, 0)], np.inf))
                     np.maximum.at(best, owner, 0.5 * (cooc + knn))
                 out[b] = np.minimum(given - best, MAX_MARGIN)
                 done += len(b)
