@@ -472,7 +472,9 @@ def write_report(df: pd.DataFrame, skipped: pd.DataFrame, command: str, elapsed:
         f"P = 5-fold out-of-fold probabilities of the shipped default classifier (`{DEFAULT_MODEL}`, L2 strength "
         "chosen per run from `DEFAULT_C_GRID` by out-of-fold log-loss as the audit does, "
         "`dq_pipeline.model.out_of_fold_probabilities`), once per run, shared by every method except cleanlab-e2e "
-        f"(cleanlab's own recipe). Raw rows: `bench/results/{csv_name}`. Definitions: `bench/README.md`.",
+        f"(cleanlab's own recipe). Embeddings: text {bd.embed_precision('text')}, images "
+        f"{bd.embed_precision('image')} (`$DQ_BENCH_EMBED_PRECISION` = {bd.EMBED_PRECISION!r}, as the audit's "
+        f"`embedding_precision`). Raw rows: `bench/results/{csv_name}`. Definitions: `bench/README.md`.",
         "",
         f"## Verdict against issue 10's bars (noise models: {', '.join(honest) if honest else 'all (no plausible model in this run)'})",
         "",

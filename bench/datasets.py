@@ -15,7 +15,8 @@ The split is fixed here and stated in every results file:
 its tags form one real one-of-N group (scene type; a comment's one emotion) - bigger group datasets
 than the 194 flags.
 
-Text and image embeddings (the pipeline's own models) are cached under ``bench/.cache/``.
+Text and image embeddings (the pipeline's own models, in the audit's default ``embedding_precision`` "auto"
+unless ``$DQ_BENCH_EMBED_PRECISION`` says otherwise) are cached under ``bench/.cache/``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DQ_SHARED_DATA", ROOT.parent / "shared" / "data"))
 CACHE = ROOT / "bench" / ".cache"
 SUBSET_SEED = 0
+#: The embedding models' precision, as the audit's ``embedding_precision`` setting (default "auto").
+EMBED_PRECISION = os.environ.get("DQ_BENCH_EMBED_PRECISION", "auto")
 
 #: UCI Flags codebook (flag.names): value -> name of the nominal codes turned into one-of-N groups.
 FLAG_CODES: dict[str, dict[int, str]] = {
@@ -143,11 +146,20 @@ def _subset_rows(spec: DatasetSpec, Y: np.ndarray) -> np.ndarray:
     return rng.permutation(np.sort(rows))
 
 
+def embed_precision(modality: str) -> str:
+    """The resolved precision :data:`EMBED_PRECISION` gives a ``modality``'s model ("float32" / "bfloat16")."""
+    from dq_pipeline.embed import resolved_precision
+
+    return resolved_precision(EMBED_PRECISION, modality)
+
+
 def _embed_cached(spec: DatasetSpec, frame: pd.DataFrame, rows: np.ndarray, cache_rows: np.ndarray) -> np.ndarray:
     """Embeddings of ``frame.iloc[rows]``, from bench/.cache when a cached subset starts with ``rows``."""
     CACHE.mkdir(parents=True, exist_ok=True)
+    precision = embed_precision(spec.modality)
+    tag = "" if precision == "float32" else f"_{precision}"
     for cand in (cache_rows, rows):
-        path = CACHE / f"{spec.name}_{len(cand)}_seed{SUBSET_SEED}.npy"
+        path = CACHE / f"{spec.name}_{len(cand)}_seed{SUBSET_SEED}{tag}.npy"
         ids_path = path.with_suffix(".rows.npy")
         if path.exists() and ids_path.exists():
             cached_rows = np.load(ids_path)
@@ -157,14 +169,14 @@ def _embed_cached(spec: DatasetSpec, frame: pd.DataFrame, rows: np.ndarray, cach
     if spec.modality == "text":
         from dq_pipeline.embed.text import embed_texts
 
-        X = embed_texts(frame[spec.column].iloc[rows].astype(str).tolist())
+        X = embed_texts(frame[spec.column].iloc[rows].astype(str).tolist(), precision=precision)
     else:
         from dq_pipeline.embed.image import embed_images
 
         folder = DATA / spec.folder
-        X = embed_images([folder / p for p in frame[spec.column].iloc[rows]])
-    print(f"  embedded {len(rows)} {spec.name} items in {time.perf_counter() - t0:.0f}s", flush=True)
-    path = CACHE / f"{spec.name}_{len(rows)}_seed{SUBSET_SEED}.npy"
+        X = embed_images([folder / p for p in frame[spec.column].iloc[rows]], precision=precision)
+    print(f"  embedded {len(rows)} {spec.name} items ({precision}) in {time.perf_counter() - t0:.0f}s", flush=True)
+    path = CACHE / f"{spec.name}_{len(rows)}_seed{SUBSET_SEED}{tag}.npy"
     np.save(path, X)
     np.save(path.with_suffix(".rows.npy"), rows)
     return X

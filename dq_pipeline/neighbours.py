@@ -25,6 +25,8 @@ from functools import cached_property
 
 import numpy as np
 
+from dq_pipeline.hardware import native_bf16
+
 METRICS: tuple[str, ...] = ("cosine", "euclidean")
 METHODS: tuple[str, ...] = ("auto", "exact", "hnsw")
 DEFAULT_K: int = 15
@@ -289,21 +291,6 @@ def _top_m(G, m: int):
     vals = G.view(b * chunks, size).index_select(0, rows).view(b, m * size)
     v, pos = torch.topk(vals, m, dim=1, largest=True, sorted=False)
     return v, best.gather(1, pos // size) * size + pos % size
-
-
-def native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AMX tiles or AVX512-BF16), as torch reports it; elsewhere
-    bfloat16 products are emulated and slower than float32."""
-    import torch
-
-    for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-        check = getattr(torch.cpu, name, None)
-        try:
-            if check is not None and check():
-                return True
-        except Exception:  # a private torch helper: absent or failing means no
-            continue
-    return False
 
 
 def _certified(index: _FlatIndex, rows: np.ndarray, scores: np.ndarray, distances: np.ndarray) -> np.ndarray:

@@ -370,20 +370,23 @@ def models_root(db_path: str | Path) -> Path:
     return Path(f"{db_path}.models")
 
 
-def embedder_card(modality: str, text_model: str, image_model: str) -> dict[str, Any]:
-    """Name and identity of the features' embedder: for text/image the embedding cache's namespace
-    (``model_identity(name, modality)``: name, package pins, preprocessing key); for tabular the
+def embedder_card(modality: str, text_model: str, image_model: str, precision: str = "float32") -> dict[str, Any]:
+    """Name, identity and precision of the features' embedder: for text/image the embedding cache's namespace
+    (``model_identity(name, modality, precision)``: name, package pins, preprocessing key, bfloat16) and the
+    resolved ``precision`` (an ``embedding_precision`` value), which new inputs are embedded in; for tabular the
     ColumnTransformer (its parameters are the card's ``tabular`` spec)."""
+    from dq_pipeline.embed import resolved_precision
     from dq_pipeline.embed.cache import model_identity
 
-    if modality == "text":
-        return {"name": text_model, "identity": model_identity(text_model, "text")}
-    if modality == "image":
-        return {"name": image_model, "identity": model_identity(image_model, "image")}
+    if modality in ("text", "image"):
+        name = text_model if modality == "text" else image_model
+        resolved = resolved_precision(precision, modality)
+        return {"name": name, "identity": model_identity(name, modality, resolved), "precision": resolved}
     return {"name": "ColumnTransformer", "identity": "tabular spec in this card"}
 
 
-def dataset_card(manifest: Any, examples: pd.DataFrame, text_model: str, image_model: str) -> dict[str, Any]:
+def dataset_card(manifest: Any, examples: pd.DataFrame, text_model: str, image_model: str,
+                 precision: str = "float32") -> dict[str, Any]:
     """The model-card fields that describe the data a tagger reads: ``modality``, ``source`` (file name),
     ``embedder`` (:func:`embedder_card`), ``input`` (labels column and separator, id / text / image
     column, tabular feature and categorical columns) and, for tabular data, ``tabular``: the spec of the
@@ -393,7 +396,7 @@ def dataset_card(manifest: Any, examples: pd.DataFrame, text_model: str, image_m
                               "id_column": manifest.id_column, "text_column": manifest.text_column,
                               "image_column": manifest.image_column}
     card: dict[str, Any] = {"modality": manifest.modality, "source": manifest.source.name,
-                            "embedder": embedder_card(manifest.modality, text_model, image_model)}
+                            "embedder": embedder_card(manifest.modality, text_model, image_model, precision)}
     if manifest.modality == "tabular":
         spec = fit_tabular_spec(examples, [c for c in examples.columns if c not in ("example_id", "row_number", "tags")])
         inputs["feature_columns"] = list(tabular_columns(spec))
@@ -646,7 +649,8 @@ def input_features(rows: PredictInput, card: dict[str, Any], cache_dir: str | No
     from dq_pipeline.embed.cache import EmbeddingCache, model_identity
 
     name = card["embedder"]["name"]
-    identity = model_identity(name, modality)
+    precision = card["embedder"].get("precision", "float32")  # cards written before the setting: float32
+    identity = model_identity(name, modality, precision)
     if identity != card["embedder"].get("identity"):
         log.warning("the %s embedder %r differs from the one the tagger was trained with (card: %s; now: %s): "
                     "predictions may be off; retrain the tagger", modality, name, card["embedder"].get("identity"),
@@ -658,10 +662,10 @@ def input_features(rows: PredictInput, card: dict[str, Any], cache_dir: str | No
     if modality == "text":
         from dq_pipeline.embed.text import embed_texts_cached
 
-        return embed_texts_cached(items, name, cache)
+        return embed_texts_cached(items, name, cache, precision=precision)
     from dq_pipeline.embed.image import embed_images_cached
 
-    return embed_images_cached(items, name, cache)
+    return embed_images_cached(items, name, cache, precision=precision)
 
 
 @dataclass

@@ -78,9 +78,15 @@ def test_tabular_planted_errors_rank_low(tmp_path: Path, db_path: str):
 
 
 def test_text_audit_fills_every_table(text_dataset: Path, db_path: str):
-    outcome = run_audit(text_dataset, db_path=db_path)
+    from dq_pipeline.embed import resolved_precision
+
+    instance = dg.DagsterInstance.ephemeral()
+    outcome = run_audit(text_dataset, db_path=db_path, instance=instance, in_memory=True)
     assert outcome.success, outcome.reason()
     assert AUDIT_ASSETS <= set(outcome.materialized)
+    # the embedding ran in the default precision, and the features' metadata says which
+    features = instance.get_latest_materialization_event(dg.AssetKey("features")).asset_materialization
+    assert features.metadata["precision"].value == resolved_precision("auto", "text")
     _assert_tables_filled(db_path, 300)
     assert _latest(db_path, "audit_runs")["n_quarantined"].item() == 0
     ex = _latest(db_path, "examples")

@@ -20,6 +20,8 @@ from dq_pipeline_tests.conftest import DATA
     ({"label_method": "confident"}, "label_method must be one of ['ensemble', 'cleanlab'], got 'confident'"),
     ({"outlier_method": "zscore"}, "outlier_method must be one of"),
     ({"neighbour_method": "annoy"}, "neighbour_method must be one of ['auto', 'exact', 'hnsw'], got 'annoy'"),
+    ({"embedding_precision": "fp16"},
+     "embedding_precision must be one of ['auto', 'float32', 'bfloat16'], got 'fp16'"),
 ])
 def test_a_bad_setting_names_itself(changes: dict, needle: str) -> None:
     with pytest.raises(ValidationError) as err:
@@ -29,6 +31,7 @@ def test_a_bad_setting_names_itself(changes: dict, needle: str) -> None:
 
 def test_the_defaults_and_an_empty_grid_are_accepted() -> None:
     assert AuditSettings().c_grid == [0.003, 0.01, 0.03, 0.1]
+    assert AuditSettings().embedding_precision == "auto"
     assert AuditSettings(c_grid=[], model="logreg").c_grid == []
 
 

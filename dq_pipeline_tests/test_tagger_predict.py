@@ -37,6 +37,7 @@ def train(folder: Path, db: str) -> dict:
 def train_core(folder: Path, db: str) -> dict:
     """What the tagger asset does, without Dagster (for text and images, whose audit would take longer):
     ingest, embed as the features asset does, train on the given tags, save. The model card."""
+    from dq_pipeline.defs.resources import AuditSettings
     from dq_pipeline.embed.cache import EmbeddingCache
     from dq_pipeline.embed.image import embed_images_cached
     from dq_pipeline.embed.text import embed_texts_cached
@@ -47,12 +48,13 @@ def train_core(folder: Path, db: str) -> dict:
     result = load_examples(manifest)
     ex = result.examples
     cache = EmbeddingCache(Path(os.environ["DQ_CACHE_DIR"]) / "embeddings")
+    precision = AuditSettings().embedding_precision
     if manifest.modality == "text":
-        X = embed_texts_cached(list(ex["text"]), "all-MiniLM-L6-v2", cache)
+        X = embed_texts_cached(list(ex["text"]), "all-MiniLM-L6-v2", cache, precision=precision)
     else:
-        X = embed_images_cached(list(ex["image_path"]), "efficientnet-lite0", cache)
+        X = embed_images_cached(list(ex["image_path"]), "efficientnet-lite0", cache, precision=precision)
     trained = tg.train_tagger(X, tags_matrix(ex["tags"], result.classes), result.classes, model="fast_logreg")
-    trained.card.update(tg.dataset_card(manifest, ex, "all-MiniLM-L6-v2", "efficientnet-lite0"))
+    trained.card.update(tg.dataset_card(manifest, ex, "all-MiniLM-L6-v2", "efficientnet-lite0", precision))
     model_dir = tg.save_tagger(trained, tg.models_root(db), manifest.name, "run-core")
     return {**trained.card, "path": str(model_dir)}
 
@@ -183,6 +185,11 @@ def test_text_predict_round_trip_and_mismatches(text_dataset: Path, tmp_path: Pa
     card = json.loads((Path(meta["path"]) / tg.CARD_NAME).read_text())
     assert card["modality"] == "text" and card["input"]["text_column"] == "text"
     assert card["embedder"]["name"] == "all-MiniLM-L6-v2" and "prep:" in card["embedder"]["identity"]
+    from dq_pipeline.embed import resolved_precision
+
+    precision = card["embedder"]["precision"]  # new inputs are embedded as the training rows were
+    assert precision == resolved_precision("auto", "text")  # the audit's default embedding_precision
+    assert card["embedder"]["identity"].endswith("|bfloat16") == (precision == "bfloat16")
     held = pd.read_csv(DATA / "goemotions_sample" / "comments.csv", keep_default_na=False).iloc[300:330]
     held = held.drop(columns="labels").reset_index(drop=True)
     held.to_json(tmp_path / "new.jsonl", orient="records", lines=True)
@@ -195,7 +202,8 @@ def test_text_predict_round_trip_and_mismatches(text_dataset: Path, tmp_path: Pa
     from dq_pipeline.embed.text import embed_texts
 
     loaded = tg.load_tagger(Path(meta["path"]))
-    np.testing.assert_allclose(loaded.predict_proba(embed_texts(list(held["text"]))), P, atol=1e-5)
+    np.testing.assert_allclose(loaded.predict_proba(embed_texts(list(held["text"]), precision=precision)), P,
+                               atol=1e-5)
     # CSV in -> CSV out
     held.to_csv(tmp_path / "new.csv", index=False)
     code, _, err = predict(capsys, "goemo_small", str(tmp_path / "new.csv"), "--out", str(tmp_path / "o.csv"),

@@ -166,9 +166,12 @@ def features(
     context: dg.AssetExecutionContext, raw_examples: RawDataset, settings: AuditSettings, ray: RaySettings
 ) -> Features:
     """Per-example features: sentence-transformers embeddings for text, pretrained-CNN (or CLIP) image
-    embeddings, or a scaled/one-hot/imputed ColumnTransformer matrix for tabular rows. Embeddings are
-    cached by content and model, so an unchanged dataset skips the model on re-audit. With the ``ray``
+    embeddings, or a scaled/one-hot/imputed ColumnTransformer matrix for tabular rows. The models run in the
+    ``embedding_precision`` setting's arithmetic (metadata ``precision``: bfloat16 for text on CPUs that multiply
+    it natively, by default). Embeddings are cached by content, model and precision, so an unchanged dataset
+    skips the model on re-audit. With the ``ray``
     resource's ``address`` set, the rows are sharded across a Ray actor pool (same vectors)."""
+    from dq_pipeline.embed import resolved_precision
     from dq_pipeline.embed.cache import EmbeddingCache, file_keys
     from dq_pipeline.issues.duplicates import text_key
 
@@ -182,13 +185,14 @@ def features(
         from dq_pipeline.embed.text import embed_texts_cached
 
         X = embed_texts_cached(list(ex["text"]), settings.text_model, cache, batch_size=settings.batch_size,
+                               precision=settings.embedding_precision,
                                progress=_progress(context, "text embeddings", "texts"))
         metric, keys, model_name = "cosine", [text_key(t) for t in ex["text"]], settings.text_model
     elif modality == "image":
         from dq_pipeline.embed.image import embed_images_cached
 
         X = embed_images_cached(list(ex["image_path"]), settings.image_model, cache,
-                                batch_size=settings.batch_size,
+                                batch_size=settings.batch_size, precision=settings.embedding_precision,
                                 progress=_progress(context, "image embeddings", "images"))
         keys = file_keys(settings.image_model, list(ex["image_path"]))  # same bytes <=> same key
         metric, model_name = "cosine", settings.image_model
@@ -201,6 +205,7 @@ def features(
     elapsed = time.perf_counter() - t0
     context.add_output_metadata({
         "model": model_name,
+        "precision": resolved_precision(settings.embedding_precision, modality),
         "shape": f"{X.shape[0]} x {X.shape[1]}",
         "seconds": round(elapsed, 2),
         "examples_per_second": round(X.shape[0] / elapsed, 1) if elapsed > 0 else None,
@@ -232,6 +237,7 @@ def _features_on_ray(
         unit = "texts" if modality == "text" else "images"
         X = distributed.embed_cached_distributed(
             list(ex[column]), modality, model_name, cache, batch_size=settings.batch_size,
+            precision=settings.embedding_precision,
             progress=_progress(context, f"{modality} embeddings ({where})", unit), **kw)
         metric = "cosine"
         keys = [text_key(t) for t in ex["text"]] if modality == "text" else file_keys(model_name, list(ex[column]))
@@ -597,7 +603,8 @@ def tagger(
     except ValueError as exc:
         raise dg.Failure(description=f"cannot train a tagger for {manifest.name!r}: {exc}") from exc
     given = {str(e): set(t) for e, t in zip(raw_examples.examples["example_id"], raw_examples.examples["tags"])}
-    card = tg.dataset_card(manifest, raw_examples.examples, settings.text_model, settings.image_model)
+    card = tg.dataset_card(manifest, raw_examples.examples, settings.text_model, settings.image_model,
+                           settings.embedding_precision)
     if manifest.modality == "tabular":
         rebuilt = tg.tabular_features(card["tabular"], raw_examples.examples)
         if rebuilt.shape != features.X.shape or not np.allclose(rebuilt, features.X, atol=1e-8):

@@ -14,6 +14,7 @@ import dagster as dg
 from pydantic import Field, ValidationInfo, field_validator
 
 from dq_pipeline import model, neighbours, store
+from dq_pipeline.hardware import PRECISIONS
 from dq_pipeline.model import DEFAULT_C, DEFAULT_C_GRID
 from dq_pipeline.issues import ambiguous, duplicates, label_issues, outliers
 from dq_pipeline.result_cache import ResultCache
@@ -61,6 +62,13 @@ class AuditSettings(dg.ConfigurableResource):
                              description="'efficientnet-lite0' (packaged) or a sentence-transformers CLIP "
                                          "model name/path for images")
     batch_size: int = Field(default=32, description="Embedding batch size")
+    embedding_precision: str = Field(
+        default=os.environ.get("DQ_EMBEDDING_PRECISION", "auto"),
+        description="Arithmetic of the text and image embedding models: 'float32'; 'bfloat16' (torch CPU "
+                    "autocast); 'auto' (default; $DQ_EMBEDDING_PRECISION sets the default) = bfloat16 for text "
+                    "models where the CPU multiplies bfloat16 natively (AMX / AVX512-BF16: texts embedded 2.4x "
+                    "faster, bench/results/embed_precision.md), float32 elsewhere and for image models. Part of "
+                    "the embedding cache key")
     cache_dir: str = Field(
         default=os.environ.get("DQ_CACHE_DIR", ".cache"),
         description="Cache folder ($DQ_CACHE_DIR sets the default; '' disables): embeddings keyed by content "
@@ -138,11 +146,11 @@ class AuditSettings(dg.ConfigurableResource):
             raise ValueError(f"c_grid: every L2 strength C must be a positive number, got {bad} in {value}")
         return value
 
-    @field_validator("model", "label_method", "outlier_method", "neighbour_method")
+    @field_validator("model", "label_method", "outlier_method", "neighbour_method", "embedding_precision")
     @classmethod
     def _known_choice(cls, value: str, info: ValidationInfo) -> str:
         choices = {"model": model.MODELS, "label_method": label_issues.METHODS, "outlier_method": outliers.METHODS,
-                   "neighbour_method": neighbours.METHODS}[info.field_name]
+                   "neighbour_method": neighbours.METHODS, "embedding_precision": PRECISIONS}[info.field_name]
         if value not in choices:
             raise ValueError(f"{info.field_name} must be one of {list(choices)}, got {value!r}")
         return value

@@ -8,6 +8,7 @@ from dq_pipeline.embed.image import (
     check_image,
     embed_images,
     embed_images_cached,
+    image_precision,
 )
 from dq_pipeline.embed.tabular import build_tabular_transformer, featurize_tabular
 from dq_pipeline.embed.text import (
@@ -16,6 +17,21 @@ from dq_pipeline.embed.text import (
     embed_texts_cached,
     load_text_model,
 )
+
+
+
+def resolved_precision(precision: str, modality: str) -> str:
+    """"float32" or "bfloat16": what ``precision`` (an ``embedding_precision`` value) means for ``modality``'s
+    model on this CPU. Text: :func:`dq_pipeline.hardware.resolve_precision`; images:
+    :func:`~dq_pipeline.embed.image.image_precision` ("auto" = float32); tabular features have no model
+    (float32)."""
+    from dq_pipeline.hardware import resolve_precision
+
+    if modality == "image":
+        return image_precision(precision)
+    resolved = resolve_precision(precision)  # checks the value for every modality
+    return resolved if modality == "text" else "float32"
+
 
 __all__ = [
     "DEFAULT_IMAGE_MODEL",
@@ -32,4 +48,5 @@ __all__ = [
     "featurize_tabular",
     "file_keys",
     "load_text_model",
+    "resolved_precision",
 ]

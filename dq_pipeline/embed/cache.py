@@ -67,9 +67,10 @@ _RUNTIME_PACKAGES = ("sentence-transformers", "transformers", "tokenizers", "tor
 _MODEL_MODALITY = {"all-MiniLM-L6-v2": "text", "efficientnet-lite": "image"}
 
 
-def model_identity(model_name: str, modality: str | None = None) -> str:
-    """The cache namespace of a model: its name plus what pins its weights, its code and our
-    preprocessing.
+def model_identity(model_name: str, modality: str | None = None, precision: str = "float32") -> str:
+    """The cache namespace of a model: its name plus what pins its weights, its code, our
+    preprocessing and the arithmetic it ran in (``precision`` "bfloat16" appends ``|bfloat16``; float32
+    namespaces are unchanged).
 
     A local model folder (or file) adds the relative path, size and mtime of each of its files, so
     replacing the weights under the same path starts a new namespace, plus the versions of the packages
@@ -103,6 +104,10 @@ def model_identity(model_name: str, modality: str | None = None) -> str:
         identity += f"|{text_preprocessing(model_name)}"
     elif modality is not None:
         raise ValueError(f"unknown modality {modality!r} (expected 'image' or 'text')")
+    if precision == "bfloat16":
+        identity += "|bfloat16"
+    elif precision != "float32":
+        raise ValueError(f"precision must be 'float32' or 'bfloat16' (resolved), got {precision!r}")
     return identity
 
 

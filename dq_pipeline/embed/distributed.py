@@ -73,8 +73,9 @@ class _EmbedActor:
     """One Ray actor: loads the embedder once (in ``__init__``), embeds blocks, writes one shard each."""
 
     def __init__(self, modality: str, model_name: str | None, batch_size: int, shard_dir: str,
-                 transformer: Any = None) -> None:
+                 transformer: Any = None, precision: str = "float32") -> None:
         self.modality, self.model_name, self.batch_size = modality, model_name, batch_size
+        self.precision = precision
         self.shard_dir, self.transformer = shard_dir, transformer
         if modality == "text":
             from dq_pipeline.embed.text import load_text_model
@@ -94,11 +95,13 @@ class _EmbedActor:
         if self.modality == "text":
             from dq_pipeline.embed.text import embed_texts
 
-            return embed_texts(list(block["item"]), model_name=self.model_name, batch_size=self.batch_size)
+            return embed_texts(list(block["item"]), model_name=self.model_name, batch_size=self.batch_size,
+                               precision=self.precision)
         if self.modality == "image":
             from dq_pipeline.embed.image import embed_images
 
-            return embed_images(list(block["item"]), model_name=self.model_name, batch_size=self.batch_size)
+            return embed_images(list(block["item"]), model_name=self.model_name, batch_size=self.batch_size,
+                                precision=self.precision)
         columns = [c for c in block.columns if c != _ROW]
         with np.errstate(over="ignore", invalid="ignore"):  # finiteness is checked on the driver
             return np.asarray(self.transformer.transform(block[columns]), dtype=np.float64)
@@ -166,7 +169,7 @@ def _blocks(frame: pd.DataFrame, rows_per_batch: int) -> list[pd.DataFrame]:
 
 def run_sharded(
     frame: pd.DataFrame, modality: str, model_name: str | None, *, options: RayOptions,
-    shard_dir: str | Path | None = None, batch_size: int = 32, transformer: Any = None,
+    shard_dir: str | Path | None = None, batch_size: int = 32, transformer: Any = None, precision: str = "float32",
     progress: Progress | None = None, keep_shards: bool = False, stats: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Embed the rows of ``frame`` (column ``item`` for text/image, feature columns for tabular) on a
@@ -206,6 +209,7 @@ def run_sharded(
         ds = ds.map_batches(
             _EmbedActor,
             fn_constructor_kwargs={"modality": modality, "model_name": model_name, "batch_size": batch_size,
+                                   "precision": precision,
                                    "shard_dir": str(out_dir), "transformer": transformer},
             batch_size=options.rows_per_batch,
             batch_format="pandas",
@@ -290,12 +294,13 @@ def read_shards(paths: Sequence[str | Path], n: int) -> np.ndarray:
 def embed_distributed(
     items: Sequence[str], modality: str, model_name: str | None = None, *, options: RayOptions | None = None,
     shard_dir: str | Path | None = None, batch_size: int = 32, progress: Progress | None = None,
-    stats: dict[str, Any] | None = None,
+    stats: dict[str, Any] | None = None, precision: str = "float32",
 ) -> np.ndarray:
     """Embed texts (``modality="text"``) or image paths (``"image"``) on a Ray actor pool.
 
     Same model, preprocessing and output as ``embed_texts`` / ``embed_images`` in-process (each actor
-    calls them on its blocks).
+    calls them on its blocks). ``precision`` is resolved here, on the driver, so every worker runs the
+    same arithmetic whatever its CPU.
 
     Returns
     -------
@@ -307,24 +312,30 @@ def embed_distributed(
         from dq_pipeline.embed import DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL
 
         model_name = DEFAULT_TEXT_MODEL if modality == "text" else DEFAULT_IMAGE_MODEL
+    from dq_pipeline.embed import resolved_precision
+
     frame = pd.DataFrame({"item": [str(t) for t in items]})
     X = run_sharded(frame, modality, model_name, options=options or RayOptions(), shard_dir=shard_dir,
-                    batch_size=batch_size, progress=progress, stats=stats)
+                    batch_size=batch_size, progress=progress, stats=stats,
+                    precision=resolved_precision(precision, modality))
     return np.asarray(X, dtype=np.float32)
 
 
 def embed_cached_distributed(
-    items: Sequence[str], modality: str, model_name: str, cache: Any = None, **kw: Any
+    items: Sequence[str], modality: str, model_name: str, cache: Any = None, precision: str = "float32", **kw: Any
 ) -> np.ndarray:
     """:func:`embed_distributed` through the same ``EmbeddingCache`` namespace and keys as
     ``embed_texts_cached`` / ``embed_images_cached``: only items not cached reach the cluster, and
     vectors computed either way serve the other."""
+    from dq_pipeline.embed import resolved_precision
     from dq_pipeline.embed.cache import cached_embed, content_key, file_keys, model_identity
 
     items = [str(t) for t in items]
-    identity = model_identity(model_name, modality)
+    precision = resolved_precision(precision, modality)
+    identity = model_identity(model_name, modality, precision)
     keys = [content_key(identity, t) for t in items] if modality == "text" else file_keys(identity, items)
-    return cached_embed(keys, lambda idx: embed_distributed([items[i] for i in idx], modality, model_name, **kw),
+    return cached_embed(keys, lambda idx: embed_distributed([items[i] for i in idx], modality, model_name,
+                                                            precision=precision, **kw),
                         identity, cache)
 
 

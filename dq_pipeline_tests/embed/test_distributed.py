@@ -75,6 +75,7 @@ def test_features_asset_on_ray_equals_in_process(local_ray, tmp_path: Path) -> N
     from dq_pipeline.defs.assets import features, raw_examples
     from dq_pipeline.defs.partitions import dataset_partitions
     from dq_pipeline.defs.resources import AuditSettings, CuratedStore, DatasetsResource, RaySettings
+    from dq_pipeline.embed import resolved_precision
 
     source = pd.read_csv(DATA / "goemotions_sample" / "comments.csv").head(40)
     manifest = (DATA / "goemotions_sample" / "dataset.yaml").read_text()
@@ -97,7 +98,10 @@ def test_features_asset_on_ray_equals_in_process(local_ray, tmp_path: Path) -> N
         assert ("ray_workers" in meta) == (name == "ray")
     a, b = out["in_process"], out["ray"]
     assert a.example_ids == b.example_ids and a.exact_keys == b.exact_keys and a.metric == b.metric
-    assert np.allclose(a.X, b.X, rtol=0, atol=1e-5)
+    if resolved_precision(AuditSettings().embedding_precision, "text") == "float32":
+        assert np.allclose(a.X, b.X, rtol=0, atol=1e-5)
+    else:  # bfloat16 (the default on CPUs that multiply it natively): a text's vector moves with its batch-mates
+        assert (a.X * b.X).sum(axis=1).min() > 0.9998 and np.abs(a.X - b.X).max() < 0.01
     assert len(list((cache / "embeddings").glob("*.npz"))) == 1  # the Ray vectors went into the cache
 
 

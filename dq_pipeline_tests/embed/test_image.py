@@ -39,6 +39,18 @@ def test_efficientnet_features_are_1280d_and_find_the_near_duplicate() -> None:
     assert calls[-1] == (4, 4)
 
 
+def test_bfloat16_runs_on_request_and_auto_stays_float32() -> None:
+    paths = [IMAGES / "37.jpg", IMAGES / "41.jpg", IMAGES / "1185.jpg", IMAGES / "1.jpg"]
+    full = embed_images(paths)
+    np.testing.assert_array_equal(embed_images(paths, precision="auto"), full)  # images: "auto" is float32
+    low = embed_images(paths, precision="bfloat16")
+    assert low.dtype == np.float32 and not np.array_equal(low, full)
+    assert min(_cosine(a, b) for a, b in zip(full, low)) > 0.99
+    assert _cosine(low[0], low[1]) > 0.95  # the re-encoded photo is still its near duplicate
+    with pytest.raises(ValueError, match="precision must be one of"):
+        embed_images(paths[:1], precision="half")
+
+
 def test_batching_does_not_change_features() -> None:
     paths = [IMAGES / f"{i}.jpg" for i in (2, 805, 1600)]  # desert 640x416, sea 80x135, sea|sunset 128x87
     together = embed_images(paths, batch_size=3)

@@ -103,3 +103,55 @@ def test_pieces_per_word_tokenizer_file_equals_the_models_tokenizer() -> None:
     np.testing.assert_array_equal(fast, np.asarray(slow))
     encode, unk_id = _tokenizer(DEFAULT_TEXT_MODEL)
     assert unk_id == unk
+
+
+def test_bfloat16_vectors_are_the_float32_ones_within_rounding() -> None:
+    from dq_pipeline.hardware import native_bf16
+
+    texts = list(pd.read_csv(GOEMOTIONS, keep_default_na=False)["text"].iloc[:64])
+    full = embed_texts(texts, precision="float32")
+    low = embed_texts(texts, precision="bfloat16")
+    assert low.dtype == np.float32 and low.shape == full.shape
+    np.testing.assert_allclose(np.linalg.norm(low, axis=1), 1.0, atol=1e-5)
+    cosine = (full * low).sum(axis=1)
+    assert cosine.min() > 0.999, cosine.min()
+    assert not np.array_equal(full, low)  # the autocast did run in bfloat16
+    auto = embed_texts(texts, precision="auto")
+    np.testing.assert_array_equal(auto, low if native_bf16() else full)
+
+
+def test_precision_is_checked_and_part_of_the_cache_namespace() -> None:
+    from dq_pipeline.embed import resolved_precision
+    from dq_pipeline.embed.cache import model_identity
+
+    with pytest.raises(ValueError, match=r"precision must be one of \['auto', 'float32', 'bfloat16'\], got 'fp16'"):
+        embed_texts(["a comment"], precision="fp16")
+    plain = model_identity(DEFAULT_TEXT_MODEL, "text")
+    assert model_identity(DEFAULT_TEXT_MODEL, "text", "float32") == plain
+    assert model_identity(DEFAULT_TEXT_MODEL, "text", "bfloat16") == plain + "|bfloat16"
+    with pytest.raises(ValueError, match="resolved"):
+        model_identity(DEFAULT_TEXT_MODEL, "text", "auto")  # resolve first: the key must say what ran
+    assert resolved_precision("auto", "image") == "float32"
+    assert resolved_precision("bfloat16", "image") == "bfloat16"
+    assert resolved_precision("bfloat16", "tabular") == "float32"
+
+
+def test_cached_bfloat16_vectors_never_serve_a_float32_call(tmp_path) -> None:
+    from dq_pipeline.embed.cache import EmbeddingCache
+    from dq_pipeline.embed.text import embed_texts_cached
+
+    texts = list(pd.read_csv(GOEMOTIONS, keep_default_na=False)["text"].iloc[:8])
+    cache = EmbeddingCache(tmp_path)
+    low = embed_texts_cached(texts, cache=cache, precision="bfloat16")
+    full = embed_texts_cached(texts, cache=cache, precision="float32")
+    np.testing.assert_array_equal(full, embed_texts(texts))  # computed, not the bfloat16 entries
+    np.testing.assert_array_equal(embed_texts_cached(texts, cache=cache, precision="bfloat16"), low)
+
+
+def test_chunks_run_long_and_short_alternately_so_the_rate_holds() -> None:
+    order = text_mod._spread_order(53)
+    assert sorted(order.tolist()) == list(range(53))
+    # chunks are sorted longest first: every prefix of the run covers long and short chunks about evenly
+    for m in range(8, 54):
+        assert abs(order[:m].mean() - 26) < 4.5, (m, order[:m].mean())
+    assert text_mod._spread_order(0).size == 0 and text_mod._spread_order(1).tolist() == [0]
