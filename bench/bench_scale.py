@@ -23,6 +23,7 @@ Usage (nice it: the machine is shared)::
 
     nice -n 10 .venv/bin/python bench/bench_scale.py --sizes 100000 300000            # tabular only
     nice -n 10 .venv/bin/python bench/bench_scale.py --only text                      # full GoEmotions
+    nice -n 10 .venv/bin/python bench/bench_scale.py --only text --text-precisions float32 auto  # both precisions
     nice -n 10 .venv/bin/python bench/bench_scale.py --sizes 100000 1000000 --text     # the issue's goals
 
 Results are kept per audit in ``<workdir>/results.jsonl`` (a failed or killed audit records why) and the report
@@ -161,11 +162,12 @@ def _tree_rss(root: int) -> int:
     return total
 
 
-def timed_audit(folder: Path, run_dir: Path, dagster_home: bool, timeout: float) -> dict:
-    """Run ``dq-pipeline audit folder`` cold in ``run_dir``; wall, peak tree RSS, step seconds, output tail."""
+def timed_audit(folder: Path, run_dir: Path, dagster_home: bool, timeout: float, precision: str = "auto") -> dict:
+    """Run ``dq-pipeline audit folder`` cold in ``run_dir``; wall, peak tree RSS, step seconds, output tail.
+    ``precision``: the audit's ``embedding_precision`` (through ``$DQ_EMBEDDING_PRECISION``)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "DQ_CACHE_DIR": str(run_dir / "cache"), "HF_HUB_OFFLINE": "1",
-           "DAGSTER_TELEMETRY_DISABLED": "1", "GX_ANALYTICS_ENABLED": "False"}
+           "DAGSTER_TELEMETRY_DISABLED": "1", "GX_ANALYTICS_ENABLED": "False", "DQ_EMBEDDING_PRECISION": precision}
     env.pop("DAGSTER_HOME", None)
     env.pop("DQ_DUCKDB_PATH", None)
     if dagster_home:
@@ -304,8 +306,17 @@ def write_report(results: list[dict], out: Path, argv: list[str]) -> str:
             lines += ["", f"### {r['n']:,} rows: steps", "", *_stage_table(r)]
             if r["rc"] != 0:
                 lines += ["", "Output tail:", "", "```", r["tail"][-1500:], "```"]
+    if len(text) > 1 and all(r["rc"] == 0 for r in text):
+        lines += ["", "## Full GoEmotions by `embedding_precision`", "",
+                  "| embedding_precision | wall s | embedding s | other steps s | wall vs the first |",
+                  "|---|---:|---:|---:|---:|"]
+        for r in text:
+            emb = r["steps"].get("features", 0.0)
+            lines.append(f"| {r.get('precision', 'auto')} | {r['wall_s']:.1f} | {emb:.1f} | "
+                         f"{sum(r['steps'].values()) - emb:.1f} | {r['wall_s'] / text[0]['wall_s']:.2f}x |")
     for r in text:
-        lines += ["", "## Full GoEmotions (54,263 texts, 28 tags), cold", ""]
+        lines += ["", "## Full GoEmotions (54,263 texts, 28 tags), cold, "
+                  f"`embedding_precision: {r.get('precision', 'auto')}`", ""]
         if r["rc"] != 0:
             lines += [f"FAILED: {r['rc']}", "", "```", r["tail"][-1500:], "```"]
         emb = r["steps"].get("features")
@@ -340,16 +351,18 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds before an audit is killed")
     parser.add_argument("--resume", action="store_true",
                         help="keep earlier results of the same commit from results.jsonl; skip what they measured")
+    parser.add_argument("--text-precisions", nargs="+", default=["auto"], choices=["auto", "float32", "bfloat16"],
+                        help="GoEmotions: one audit per embedding_precision, in this order (default: auto only)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "scale.md"))
     args = parser.parse_args()
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     commit = _git("rev-parse", "HEAD")
-    jobs: list[tuple[str, int]] = []
+    jobs: list[tuple[str, int, str]] = []
     if args.only != "text":
-        jobs += [("tabular", n) for n in args.sizes]
+        jobs += [("tabular", n, "auto") for n in args.sizes]
     if args.only == "text" or args.text:
-        jobs.append(("text", 54_263))
+        jobs += [("text", 54_263, p) for p in args.text_precisions]
     results_file = workdir / "results.jsonl"
     results: list[dict] = []
     if args.resume and results_file.is_file():
@@ -358,19 +371,19 @@ def main() -> int:
             if r.get("commit") == commit and r.get("dagster_home") == args.dagster_home and r["rc"] == 0:
                 results.append(r)
     argv = [".venv/bin/python", "bench/bench_scale.py", *sys.argv[1:]]
-    for kind, n in jobs:
-        if any(r["kind"] == kind and r["n"] == n for r in results):
+    for kind, n, precision in jobs:
+        if any(r["kind"] == kind and r["n"] == n and r.get("precision", "auto") == precision for r in results):
             print(f"{kind} {n}: measured before (--resume), skipped", flush=True)
             continue
         try:
             folder = tabular_folder(workdir, n, args.seed) if kind == "tabular" else goemotions_folder(workdir)
             run_dir = Path(tempfile.mkdtemp(prefix=f"{folder.name}_", dir=workdir))
             print(f"auditing {folder.name} in {run_dir} ...", flush=True)
-            r = timed_audit(folder, run_dir, args.dagster_home, args.timeout)
+            r = timed_audit(folder, run_dir, args.dagster_home, args.timeout, precision)
         except Exception as exc:  # a size that fails still leaves a row and the others run
             r = {"rc": f"{type(exc).__name__}: {exc}", "wall_s": 0.0, "peak_tree_rss": 0, "max_single_rss": None,
                  "steps": {}, "step_peak_rss": {}, "command": "", "db_bytes": None, "tail": ""}
-        r.update(kind=kind, n=n, commit=commit, dagster_home=args.dagster_home)
+        r.update(kind=kind, n=n, commit=commit, dagster_home=args.dagster_home, precision=precision)
         with results_file.open("a") as fh:
             fh.write(json.dumps(r) + "\n")
         results.append(r)
