@@ -198,12 +198,16 @@ def test_text_predict_round_trip_and_mismatches(text_dataset: Path, tmp_path: Pa
     records = [json.loads(line) for line in stdout.splitlines()]
     assert [r["id"] for r in records] == list(held["id"]) and [r["text"] for r in records] == list(held["text"])
     P = check_output(pd.DataFrame(records), card, len(held))
-    # reloading the artifact and embedding the same texts gives the same probabilities
-    from dq_pipeline.embed.text import embed_texts
+    # reloading the artifact and embedding the same texts gives the same probabilities (through the embedding
+    # cache, as the command did: in bfloat16 a text's vector moves slightly with its batch-mates, and texts that
+    # earlier tests embedded come from the cache)
+    from dq_pipeline.embed.cache import EmbeddingCache
+    from dq_pipeline.embed.text import embed_texts_cached
 
     loaded = tg.load_tagger(Path(meta["path"]))
-    np.testing.assert_allclose(loaded.predict_proba(embed_texts(list(held["text"]), precision=precision)), P,
-                               atol=1e-5)
+    cache = EmbeddingCache(Path(os.environ["DQ_CACHE_DIR"]) / "embeddings")
+    X = embed_texts_cached(list(held["text"]), cache=cache, precision=precision)
+    np.testing.assert_allclose(loaded.predict_proba(X), P, atol=1e-5)
     # CSV in -> CSV out
     held.to_csv(tmp_path / "new.csv", index=False)
     code, _, err = predict(capsys, "goemo_small", str(tmp_path / "new.csv"), "--out", str(tmp_path / "o.csv"),
