@@ -335,7 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("audit", help="audit one dataset folder (holding a dataset.yaml) through Dagster",
                        description="Runs the Dagster audit job for one dataset; exits 1 with the reason when "
-                                   "a gate fails, 2 on usage errors.")
+                                   "a gate fails, 2 on usage errors.",
+                       epilog="Environment: DQ_CACHE_DIR = cache folder (default .cache; '' disables); "
+                              "DQ_EMBEDDING_PRECISION = auto (default: text models in bfloat16 where the CPU "
+                              "multiplies it natively, else float32) | float32 | bfloat16; DQ_RAY_ADDRESS = embed "
+                              "on a Ray cluster ('local', 'auto', 'ray://host:10001'); DAGSTER_HOME = a persistent "
+                              "Dagster instance (the run then shows in the UI).")
     p.add_argument("path", help="dataset folder, e.g. data/mulan_emotions")
     p.add_argument("--db", default=default_db_path(), help=db_help)
     p.add_argument("--verbose", action="store_true", help=verbose_help)
@@ -421,16 +426,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Audit settings whose default an environment variable sets (named in the error when its value is refused).
+_SETTING_ENV = {"embedding_precision": "DQ_EMBEDDING_PRECISION", "cache_dir": "DQ_CACHE_DIR"}
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("DAGSTER_TELEMETRY_DISABLED", "1")
     args = build_parser().parse_args(argv)
+    from pydantic import ValidationError
+
     from dq_pipeline.manifest import ManifestError
 
     try:
         return args.func(args)
     except ManifestError as exc:  # a usage error: the message names the file and what to fix
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:  # a setting from the environment ($DQ_EMBEDDING_PRECISION, ...) is refused
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            env = f" (from ${_SETTING_ENV[field]})" if field in _SETTING_ENV and os.environ.get(_SETTING_ENV[field]) \
+                else ""
+            print(f"error: setting {field}{env}: {err['msg'].removeprefix('Value error, ')}", file=sys.stderr)
         return 2
 
 

@@ -76,3 +76,13 @@ def test_locked_database_fails_before_computing_and_names_the_holder(tmp_path: P
     assert again.returncode == 0, again.stderr[-2000:]
     assert "flags" in again.stdout and "health_score" in again.stdout
     assert "cross-validation folds: 5/5 (100%), done in" in again.stderr  # computed (own cache): progress
+
+
+def test_a_bad_precision_from_the_environment_is_a_usage_error(tmp_path: Path, home: Path, monkeypatch):
+    monkeypatch.setenv("DQ_EMBEDDING_PRECISION", "fp16")
+    result = _audit(_flags_dataset(tmp_path / "flags"), tmp_path / "c.duckdb", home)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: setting embedding_precision (from $DQ_EMBEDDING_PRECISION): "
+                                    "embedding_precision must be one of ['auto', 'float32', 'bfloat16'], got 'fp16'")
+    assert not (tmp_path / "c.duckdb").exists()  # refused before any step

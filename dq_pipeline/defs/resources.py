@@ -63,10 +63,10 @@ class AuditSettings(dg.ConfigurableResource):
                                          "model name/path for images")
     batch_size: int = Field(default=32, description="Embedding batch size")
     embedding_precision: str = Field(
-        default=os.environ.get("DQ_EMBEDDING_PRECISION", "auto"),
+        default=os.environ.get("DQ_EMBEDDING_PRECISION", "auto"), validate_default=True,
         description="Arithmetic of the text and image embedding models: 'float32'; 'bfloat16' (torch CPU "
                     "autocast); 'auto' (default; $DQ_EMBEDDING_PRECISION sets the default) = bfloat16 for text "
-                    "models where the CPU multiplies bfloat16 natively (AMX / AVX512-BF16: texts embedded 2.4x "
+                    "models where the CPU multiplies bfloat16 natively (AMX / AVX512-BF16: texts embedded 2.4-2.7x "
                     "faster, bench/results/embed_precision.md), float32 elsewhere and for image models. Part of "
                     "the embedding cache key")
     cache_dir: str = Field(
