@@ -67,7 +67,7 @@ def embed_texts(
         ``progress(done, total)`` after each chunk of ``CHUNK_SIZE`` texts.
     precision : {"float32", "bfloat16", "auto"}
         The model's arithmetic (:func:`dq_pipeline.hardware.inference_precision`): "bfloat16" = torch CPU
-        autocast, 2.4x faster where the CPU multiplies bfloat16 natively, cosine >= 0.9998 to the float32
+        autocast, 2.4-2.7x faster where the CPU multiplies bfloat16 natively, cosine >= 0.9998 to the float32
         vectors (8,000 GoEmotions comments, ``bench/results/embed_precision.md``); "auto" = bfloat16 on such
         CPUs, float32 elsewhere.
 
