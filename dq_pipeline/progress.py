@@ -21,15 +21,19 @@ def progress_line(stage: str, done: int, total: int, elapsed_s: float, unit: str
 def throttled(emit: Callable[[str], None], stage: str, unit: str = "items",
               every_s: float = 2.0) -> Callable[[int, int], None]:
     """A ``progress(done, total)`` callback that emits :func:`progress_line` at most every ``every_s``
-    seconds, and always at the end."""
-    started = time.monotonic()
+    seconds, and always at the end. A stage that first loads something (a model) calls ``progress(0, total)``
+    when the counted work starts: the rate and time left are then measured from there (nothing is emitted)."""
+    started = [time.monotonic()]
     last = [float("-inf")]
 
     def report(done: int, total: int) -> None:
         now = time.monotonic()
+        if done == 0 and total > 0 and last[0] == float("-inf"):
+            started[0] = now
+            return
         if done >= total or now - last[0] >= every_s:
             last[0] = now
-            emit(progress_line(stage, done, total, now - started, unit))
+            emit(progress_line(stage, done, total, now - started[0], unit))
 
     return report
 

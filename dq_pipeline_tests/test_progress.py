@@ -24,6 +24,16 @@ def test_throttled_reports_at_most_every_interval_and_always_the_end():
     assert lines[0].startswith("stage: 1/100 (1%)") and lines[-1].startswith("stage: 100/100 (100%), done in")
 
 
+def test_a_zero_report_starts_the_clock_after_a_setup():
+    lines: list[str] = []
+    report = throttled(lines.append, "stage", "rows", every_s=0.0)
+    time.sleep(0.3)  # loading a model: not part of the rate
+    report(0, 100)
+    assert lines == []  # nothing to say yet
+    report(100, 100)
+    assert lines[0].startswith("stage: 100/100 (100%), done in 0.0 s")
+
+
 def test_heartbeat_reports_start_beats_and_end_of_a_stage_without_a_count():
     lines: list[str] = []
     with heartbeat(lines.append, "assigning folds", every_s=0.05):

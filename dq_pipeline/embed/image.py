@@ -310,6 +310,8 @@ def embed_images(
                 return model.encode(images, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
 
     reported = 0
+    if progress is not None and n:
+        progress(0, n)  # the model is loaded: the counted work (and the rate) starts here
     for lo in range(0, n, step):
         hi = min(lo + step, n)
         out[lo:hi] = run(lo, hi)

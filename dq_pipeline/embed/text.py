@@ -53,8 +53,9 @@ def embed_texts(
     Texts are ordered by length before chunking (as ``encode`` does within one call), so each
     batch pads little, and the result is put back in input order. The chunks run in a spread order
     (:func:`_spread_order`: long and short ones alternate), so the rate after any share of the work is
-    near the whole run's and the progress line's time left holds from the first chunk (longest first
-    said 336 s left of a 103 s embedding of the full GoEmotions).
+    near the whole run's and the progress line's time left holds after a few chunks (longest first, it
+    said 336 s left of a 103 s embedding of the full GoEmotions); ``progress(0, N)`` once the model is
+    loaded starts the rate's clock there.
 
     Parameters
     ----------
@@ -86,6 +87,8 @@ def embed_texts(
     order = np.argsort([-len(t) for t in texts], kind="stable")
     chunks = [order[start : start + CHUNK_SIZE] for start in range(0, n, CHUNK_SIZE)]
     done = 0
+    if progress is not None and n:
+        progress(0, n)  # the model is loaded: the counted work (and the rate) starts here
     with inference_precision(precision):
         for c in _spread_order(len(chunks)):
             idx = chunks[c]
@@ -104,8 +107,9 @@ def embed_texts(
 
 def _spread_order(n: int) -> np.ndarray:
     """A permutation of ``range(n)`` whose every prefix is spread evenly over the range: ``i`` sorted by the
-    fractional part of ``i`` times the golden ratio (a low-discrepancy sequence). (n,) int64."""
-    return np.argsort((np.arange(n) * 0.6180339887498949) % 1.0, kind="stable")
+    fractional part of ``0.5 + i`` times the golden ratio (a low-discrepancy sequence, from the middle: the first
+    chunk is neither the longest nor the shortest). (n,) int64."""
+    return np.argsort((0.5 + np.arange(n) * 0.6180339887498949) % 1.0, kind="stable")
 
 
 def embed_texts_cached(

@@ -56,7 +56,7 @@ def test_chunking_keeps_input_order_and_reports_progress(
     calls: list[tuple[int, int]] = []
     chunked = embed_texts(texts, batch_size=2, progress=lambda done, total: calls.append((done, total)))
     np.testing.assert_allclose(chunked, whole, atol=1e-5)
-    assert calls == [(4, 6), (6, 6)]
+    assert calls == [(0, 6), (2, 6), (6, 6)]  # 0: the model is loaded; then the short chunk first (spread order)
     # each row is the embedding of the text at that position
     single = load_text_model().encode([texts[-1]], normalize_embeddings=True)
     np.testing.assert_allclose(chunked[-1], single[0], atol=1e-5)
@@ -151,6 +151,7 @@ def test_cached_bfloat16_vectors_never_serve_a_float32_call(tmp_path) -> None:
 def test_chunks_run_long_and_short_alternately_so_the_rate_holds() -> None:
     order = text_mod._spread_order(53)
     assert sorted(order.tolist()) == list(range(53))
+    assert 10 < order[0] < 43  # neither the longest nor the shortest chunk first
     # chunks are sorted longest first: every prefix of the run covers long and short chunks about evenly
     for m in range(8, 54):
         assert abs(order[:m].mean() - 26) < 4.5, (m, order[:m].mean())
