@@ -72,6 +72,7 @@ def main() -> None:
     from dq_pipeline.embed.distributed import RayOptions, embed_distributed, featurize_tabular_distributed
     from dq_pipeline.embed.tabular import featurize_tabular
     from dq_pipeline.embed.text import embed_texts, load_text_model
+    from dq_pipeline.hardware import native_bf16
 
     texts, source = load_texts()
     n = len(texts)
@@ -81,14 +82,14 @@ def main() -> None:
     load_text_model()  # the in-process model load is not part of its throughput (actors' loads are counted)
     embed_texts(texts[:8])  # warm-up
 
-    def text_in_process(_stats):
-        return embed_texts(texts, batch_size=32)
+    def text_in_process(_stats, precision="float32"):
+        return embed_texts(texts, batch_size=32, precision=precision)
 
     def tab_in_process(_stats):
         return featurize_tabular(frame)
 
-    def text_ray(w):
-        return lambda s: embed_distributed(texts, "text", batch_size=32, stats=s,
+    def text_ray(w, precision="float32"):
+        return lambda s: embed_distributed(texts, "text", batch_size=32, stats=s, precision=precision,
                                            options=RayOptions(num_workers=w, rows_per_batch=ROWS_PER_BATCH_TEXT))
 
     def tab_ray(w):
@@ -99,6 +100,9 @@ def main() -> None:
         ("text", f"in-process (torch {torch.get_num_threads()} threads)"): (n, 0, text_in_process),
         ("text", "ray, 1 worker x 1 CPU"): (n, 1, text_ray(1)),
         ("text", "ray, 2 workers x 1 CPU"): (n, 2, text_ray(2)),
+        **({("text, bfloat16", f"in-process (torch {torch.get_num_threads()} threads)"):
+            (n, 0, lambda st: text_in_process(st, "bfloat16")),
+            ("text, bfloat16", "ray, 1 worker x 1 CPU"): (n, 1, text_ray(1, "bfloat16"))} if native_bf16() else {}),
         ("tabular 64 cols", "in-process (fit + transform)"): (N_ROWS, 0, tab_in_process),
         ("tabular 64 cols", "ray, 1 worker x 1 CPU"): (N_ROWS, 1, tab_ray(1)),
         ("tabular 64 cols", "ray, 2 workers x 1 CPU"): (N_ROWS, 2, tab_ray(2)),
@@ -128,7 +132,7 @@ def main() -> None:
         rows_n, workers, _ = configs[key]
         wall, t_init = med([r[0] for r in runs]), med([r[1] for r in runs])
         per_worker = [med([r[2][i] for r in runs if len(r[2]) > i]) for i in range(workers)]
-        ref = outputs[(key[0], order[0 if key[0] == "text" else 3][1])]
+        ref = outputs[next(k for k in order if k[0] == key[0] and configs[k][1] == 0)]  # in-process, same data
         rate[key] = (rows_n / wall, rows_n / (wall - t_init), sum(per_worker))
         rows.append((key[0], key[1], rows_n, wall, rows_n / wall,
                      f"{rows_n / (wall - t_init):.1f}" if workers else "",
@@ -136,6 +140,7 @@ def main() -> None:
     text_rate = {w: rate[("text", f"ray, {w} worker{'s' if w > 1 else ''} x 1 CPU")] for w in (1, 2)}
     tab_rate = {w: rate[("tabular 64 cols", f"ray, {w} worker{'s' if w > 1 else ''} x 1 CPU")] for w in (1, 2)}
     text_base = rate[order[0]][0]
+    bf16 = [k for k in order if k[0] == "text, bfloat16"]
 
     global LOAD
     LOAD = ", ".join(f"{v:.1f}" for v in os.getloadavg()) + " (1, 5, 15 min, at the end)"
@@ -161,6 +166,10 @@ def main() -> None:
         f"{text_rate[2][0] / text_base:.2f}x",
         f"- text, 2 vs 1 worker: wall {text_rate[2][0] / text_rate[1][0]:.2f}x, without ray.init "
         f"{text_rate[2][1] / text_rate[1][1]:.2f}x, summed steady throughput {text_rate[2][2] / text_rate[1][2]:.2f}x",
+        *([f"- text in bfloat16 (the default `embedding_precision: auto` on this CPU) vs float32: in-process "
+           f"{rate[bf16[0]][0] / text_base:.2f}x, one worker's steady throughput "
+           f"{rate[bf16[1]][2] / text_rate[1][2]:.2f}x (the vectors: max |difference| in the table, against "
+           "bfloat16 in-process)"] if bf16 else []),
         f"- tabular, 2 vs 1 worker: wall {tab_rate[2][0] / tab_rate[1][0]:.2f}x, without ray.init "
         f"{tab_rate[2][1] / tab_rate[1][1]:.2f}x, summed steady throughput {tab_rate[2][2] / tab_rate[1][2]:.2f}x",
         "",
@@ -173,9 +182,9 @@ def main() -> None:
         "",
         "The in-process baseline runs torch with the machine's threads; when the cores are oversubscribed "
         "(other jobs), multi-threaded torch slows far more than the 1-thread Ray workers (Ray sets "
-        "OMP_NUM_THREADS to the worker's CPUs), so in-process can lose to one Ray worker here. On a quiet "
-        "machine in-process text embedding runs about 200 texts/s on these 2 cores "
-        "(bench/results/embed.md). Load average during the run: " + LOAD + ".",
+        "OMP_NUM_THREADS to the worker's CPUs), so in-process can lose to one Ray worker here. In-process "
+        "float32 text embedding ran 436 texts/s on these 2 cores on 2026-12-07 (bench/results/embed.md; "
+        "201 texts/s on 2026-11-27, a busier machine). Load average during the run: " + LOAD + ".",
     ]
     RESULTS.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
