@@ -306,3 +306,26 @@ def test_two_stage_top_m_equals_topk(n: int) -> None:
         torch.testing.assert_close(G.gather(1, i), v, rtol=0, atol=0)
         assert all(len(set(row)) == m for row in i.tolist())  # m distinct columns
         assert int(i.max()) < n
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_pair_distances_do_not_depend_on_the_block_size(metric: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((300, 24))
+    X[7] = X[3]  # an identical pair: distance exactly 0
+    X[11] = 0.0  # an all-zero row: cosine distance 1
+    Z = nb.prepare(X, metric)
+    rows = np.arange(300)
+    cols = rng.integers(0, 300, size=(300, 9))
+    cols[3, 0], cols[11, 0] = 7, 2
+    monkeypatch.setattr(nb, "PAIR_BLOCK", 10 ** 9)  # one block
+    whole = nb.pair_distances(Z, rows, cols, metric)
+    monkeypatch.setattr(nb, "PAIR_BLOCK", 9 * 24 * 5)  # five rows a block
+    np.testing.assert_array_equal(nb.pair_distances(Z, rows, cols, metric), whole)
+    diff = Z[cols] - Z[rows][:, None, :]  # by definition
+    expected = 0.5 * (diff * diff).sum(axis=2) if metric == "cosine" else np.sqrt((diff * diff).sum(axis=2))
+    if metric == "cosine":
+        expected[11, :] = 1.0
+        expected[(cols == 11)] = 1.0
+    np.testing.assert_allclose(whole, expected, rtol=1e-12, atol=1e-15)
+    assert whole[3, 0] == 0.0
