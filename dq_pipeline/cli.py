@@ -426,8 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Audit settings whose default an environment variable sets (named in the error when its value is refused).
-_SETTING_ENV = {"embedding_precision": "DQ_EMBEDDING_PRECISION", "cache_dir": "DQ_CACHE_DIR"}
+#: Checked audit settings whose default an environment variable sets (named in the error when its value is refused).
+_SETTING_ENV = {"embedding_precision": "DQ_EMBEDDING_PRECISION"}
 
 
 def main(argv: list[str] | None = None) -> int:
