@@ -174,29 +174,47 @@ def _exclusive_pairs(Y: np.ndarray) -> np.ndarray:
 
 
 def _learn_groups(Y: np.ndarray) -> list[tuple[tuple[int, ...], float]]:
+    """Greedy exclusive groups of Y (N, K) bool: from each unassigned tag (most frequent first), add the exclusive
+    candidate that most raises the share of examples with exactly one member, while it rises; keep groups of 2+
+    tags whose share reaches GROUP_MIN_EXACTLY_ONE. Returns ``[(sorted member indices, share)]``.
+
+    Counts are kept incrementally, so a step reads only the rows of the member it adds (O(rows x K)), not all N:
+    ``with_one[c]`` / ``with_none[c]`` = examples of tag c that carry exactly one / no member yet."""
     N, K = Y.shape
     excl = _exclusive_pairs(Y)
-    n = Y.sum(axis=0)
+    co = cooccurrence(Y).astype(np.int64)
+    n = np.diag(co).copy()
     assigned = np.zeros(K, dtype=bool)
     groups = []
+    rows_of = [np.flatnonzero(column) for column in Y.T]
     for start in np.argsort(-n, kind="stable"):
         if assigned[start] or n[start] == 0:
             continue
         members = [int(start)]
         count = Y[:, start].astype(np.int64)
+        n_one = int(n[start])
+        with_one, with_none = co[start].copy(), n - co[start]
         while True:
             cand = np.flatnonzero(~assigned & excl[members].all(axis=0))
             cand = cand[~np.isin(cand, members)]
             if len(cand) == 0:
                 break
-            # share of examples with exactly one member after adding each candidate
-            after = ((count[:, None] + Y[:, cand]) == 1).mean(axis=0)
+            # examples with exactly one member after adding each candidate: those with one now, less the
+            # candidate's among them, plus the candidate's among those with none (exact integer counts)
+            after = (n_one - with_one[cand] + with_none[cand]) / N
             best = int(np.argmax(after))
-            if after[best] <= (count == 1).mean():
+            if after[best] <= n_one / N:
                 break
-            members.append(int(cand[best]))
-            count = count + Y[:, cand[best]]
-        share = float((count == 1).mean())
+            added = int(cand[best])
+            members.append(added)
+            rows = rows_of[added]
+            was = count[rows]
+            from_none, from_one = Y[rows[was == 0]].sum(axis=0), Y[rows[was == 1]].sum(axis=0)
+            with_none -= from_none
+            with_one += from_none - from_one
+            n_one += int((was == 0).sum() - (was == 1).sum())
+            count[rows] += 1
+        share = n_one / N
         if len(members) >= 2 and share >= GROUP_MIN_EXACTLY_ONE:
             groups.append((tuple(sorted(members)), share))
             assigned[members] = True

@@ -57,6 +57,66 @@ def test_no_group_when_tags_co_occur_and_no_never_empty_when_empty_rows_are_comm
     assert rules.groups == () and rules.min_tags == 0 and rules.implications == ()
 
 
+def _groups_by_recount(Y: np.ndarray) -> list[tuple[tuple[int, ...], float]]:
+    """The greedy group search of ``rules._learn_groups`` written directly: every step recounts all N rows."""
+    excl = lr._exclusive_pairs(Y)
+    n = Y.sum(axis=0)
+    assigned = np.zeros(Y.shape[1], dtype=bool)
+    groups = []
+    for start in np.argsort(-n, kind="stable"):
+        if assigned[start] or n[start] == 0:
+            continue
+        members, count = [int(start)], Y[:, start].astype(np.int64)
+        while True:
+            cand = [c for c in np.flatnonzero(~assigned & excl[members].all(axis=0)) if c not in members]
+            if not cand:
+                break
+            after = [((count + Y[:, c]) == 1).mean() for c in cand]
+            best = int(np.argmax(after))
+            if after[best] <= (count == 1).mean():
+                break
+            members.append(int(cand[best]))
+            count = count + Y[:, cand[best]]
+        if len(members) >= 2 and (count == 1).mean() >= lr.GROUP_MIN_EXACTLY_ONE:
+            groups.append((tuple(sorted(members)), float((count == 1).mean())))
+            assigned[members] = True
+    return groups
+
+
+def test_group_search_keeps_its_counts_right():
+    """The group search updates its counts from the rows of each added tag; the result is the full recount's,
+    share included, on one-of-N blocks with noise and on unstructured tags."""
+    rng = np.random.default_rng(3)
+    found_groups = 0
+    for trial in range(60):
+        n, k = int(rng.integers(20, 300)), int(rng.integers(2, 12))
+        Y = rng.random((n, k)) < rng.uniform(0.05, 0.4)
+        if trial % 2:
+            g = int(rng.integers(2, k + 1))
+            Y[:, :g] = False
+            Y[np.arange(n), rng.integers(0, g, n)] = True
+            Y[rng.random((n, k)) < 0.02] ^= True
+        expected = _groups_by_recount(Y)
+        assert lr._learn_groups(Y) == expected
+        found_groups += len(expected)
+    assert found_groups >= 5  # the cases do exercise groups (8 with this seed)
+
+
+def test_group_search_counts_the_overlap_of_a_member_added_earlier():
+    """Tags a (3,400 rows), b (300), c (150) and d (165 = 155 alone + 10 of b's rows); c and d share 35 rows, so
+    only one of them can join. After a and b, c leaves 3,850 examples with exactly one member and d 3,845 (its
+    10 rows with b count twice): c joins. A search that forgot d's rows already covered by b would pick d."""
+    Y = np.zeros((4000, 4), dtype=bool)
+    Y[:3400, 0] = True
+    Y[3400:3700, 1] = True
+    Y[3700:3850, 2] = True
+    Y[3815:3970, 3] = True
+    Y[3400:3410, 3] = True
+    expected = [((0, 1, 2), 3850 / 4000)]
+    assert _groups_by_recount(Y) == expected
+    assert lr._learn_groups(Y) == expected
+
+
 def test_json_round_trip():
     rules = lr.learn_label_rules(_synthetic())
     data = json.loads(json.dumps(rules.to_dict([f"t{i}" for i in range(7)])))
