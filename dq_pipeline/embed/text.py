@@ -151,20 +151,23 @@ def pieces_per_word(texts: Sequence[str], model_name: str = DEFAULT_TEXT_MODEL) 
     ``tokenizer.json`` alone where it has one (no model load: ~2 s for 54k comments on 2 cores)."""
     texts = [str(t) for t in texts]
     out = np.zeros(len(texts), dtype=np.float64)
-    encode, unk = _tokenizer(model_name)
+    encode, spans, unk = _tokenizer(model_name)
     for start in range(0, len(texts), CHUNK_SIZE):
         chunk = texts[start : start + CHUNK_SIZE]
-        for i, (text, (ids, spans)) in enumerate(zip(chunk, encode(chunk))):
+        for i, (text, ids) in enumerate(zip(chunk, encode(chunk))):
             pieces = len(ids)
             if unk in ids:  # rare: an unknown token counts each character it covers
-                pieces += sum(b - a - 1 for t, (a, b) in zip(ids, spans) if t == unk and b - a > 1)
+                pieces += sum(b - a - 1 for t, (a, b) in zip(ids, spans(text)) if t == unk and b - a > 1)
             out[start + i] = pieces / max(len(text.split()), 1)
     return out
 
 
-def _tokenizer(model_name: str) -> tuple[Callable[[list[str]], list[tuple[list[int], list[tuple[int, int]]]]], int]:
-    """``(encode(texts) -> [(ids, character spans)], unknown-token id)`` of ``model_name``'s tokenizer, without
-    special tokens, truncation or padding."""
+def _tokenizer(model_name: str) -> tuple[Callable[[list[str]], list[list[int]]],
+                                         Callable[[str], list[tuple[int, int]]], int]:
+    """``(encode(texts) -> token ids per text, spans(text) -> each token's character span, unknown-token id)`` of
+    ``model_name``'s tokenizer, without special tokens, truncation or padding. ``encode`` skips the character
+    offsets (``encode_batch_fast``: 0.70 s instead of 0.86 s for the full GoEmotions), which only texts with an
+    unknown token need."""
     from pathlib import Path
 
     folder = model_name
@@ -180,18 +183,25 @@ def _tokenizer(model_name: str) -> tuple[Callable[[list[str]], list[tuple[list[i
         tok.no_padding()
         unk_token = getattr(tok.model, "unk_token", None)
         unk = tok.token_to_id(unk_token) if unk_token else None
+        fast = getattr(tok, "encode_batch_fast", tok.encode_batch)  # tokenizers < 0.21 has no fast variant
 
-        def encode(chunk: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
-            return [(e.ids, e.offsets) for e in tok.encode_batch(chunk, add_special_tokens=False)]
+        def encode(chunk: list[str]) -> list[list[int]]:
+            return [e.ids for e in fast(chunk, add_special_tokens=False)]
 
-        return encode, -1 if unk is None else unk
+        def spans(text: str) -> list[tuple[int, int]]:
+            return tok.encode(text, add_special_tokens=False).offsets
+
+        return encode, spans, -1 if unk is None else unk
     hf = load_text_model(model_name).tokenizer
 
-    def encode_hf(chunk: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
-        enc = hf(chunk, add_special_tokens=False, truncation=False, return_offsets_mapping=True, verbose=False)
-        return list(zip(enc["input_ids"], enc["offset_mapping"]))
+    def encode_hf(chunk: list[str]) -> list[list[int]]:
+        return hf(chunk, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
 
-    return encode_hf, -1 if hf.unk_token_id is None else hf.unk_token_id
+    def spans_hf(text: str) -> list[tuple[int, int]]:
+        enc = hf(text, add_special_tokens=False, truncation=False, return_offsets_mapping=True, verbose=False)
+        return enc["offset_mapping"]
+
+    return encode_hf, spans_hf, -1 if hf.unk_token_id is None else hf.unk_token_id
 
 
 def _embedding_dim(model: Any) -> int:

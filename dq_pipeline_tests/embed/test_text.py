@@ -101,8 +101,10 @@ def test_pieces_per_word_tokenizer_file_equals_the_models_tokenizer() -> None:
     slow = [(len(ids) + sum(b - a - 1 for t, (a, b) in zip(ids, sp) if t == unk and b - a > 1)) / max(len(t.split()), 1)
             for t, ids, sp in zip(texts, enc["input_ids"], enc["offset_mapping"])]
     np.testing.assert_array_equal(fast, np.asarray(slow))
-    encode, unk_id = _tokenizer(DEFAULT_TEXT_MODEL)
+    encode, spans, unk_id = _tokenizer(DEFAULT_TEXT_MODEL)
     assert unk_id == unk
+    assert encode(texts[-3:]) == enc["input_ids"][-3:]  # ids without offsets, offsets asked for apart
+    assert [spans(t) for t in texts[-3:]] == [list(s) for s in enc["offset_mapping"][-3:]]
 
 
 def test_bfloat16_vectors_are_the_float32_ones_within_rounding() -> None:
