@@ -108,11 +108,13 @@ def prepare(X: np.ndarray, metric: str) -> np.ndarray:
     return np.ascontiguousarray(X)
 
 
-def pair_distances(Z: np.ndarray, rows: np.ndarray, cols: np.ndarray, metric: str) -> np.ndarray:
+def pair_distances(Z: np.ndarray, rows: np.ndarray, cols: np.ndarray, metric: str,
+                   zero: np.ndarray | None = None) -> np.ndarray:
     """float64 distances between rows ``rows`` (n,) and the candidates ``cols`` (n, m) of prepared ``Z``.
 
     Cosine: ``1 - u.v`` of the unit vectors, computed as ``|u - v|^2 / 2`` (equal for unit vectors, and exactly
-    0 for identical rows instead of ~1e-16); 1 where either row is all zeros (as sklearn)."""
+    0 for identical rows instead of ~1e-16); 1 where either row is all zeros (as sklearn). ``zero``: (N,) bool,
+    Z's all-zero rows (:func:`zero_rows`), for callers that re-rank block after block; found here if None."""
     rows, cols = np.asarray(rows), np.asarray(cols)
     sq = np.empty(cols.shape, dtype=np.float64)
     step = max(1, PAIR_BLOCK // max(1, cols.shape[1] * Z.shape[1]))  # bounds the (n, m, D) difference array
@@ -121,7 +123,7 @@ def pair_distances(Z: np.ndarray, rows: np.ndarray, cols: np.ndarray, metric: st
         diff -= Z[rows[s:s + step]][:, None, :]
         sq[s:s + step] = np.einsum("nmd,nmd->nm", diff, diff)
     if metric == "cosine":
-        zero = ~Z.any(axis=1)
+        zero = zero_rows(Z) if zero is None else zero
         d = np.clip(0.5 * sq, 0.0, 2.0)
         if zero.any():
             d[zero[rows][:, None] | zero[cols]] = 1.0
@@ -129,14 +131,20 @@ def pair_distances(Z: np.ndarray, rows: np.ndarray, cols: np.ndarray, metric: st
     return np.sqrt(sq)
 
 
-def _rerank(Z: np.ndarray, rows: np.ndarray, cand: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+def zero_rows(Z: np.ndarray) -> np.ndarray:
+    """(N,) bool: the all-zero rows of Z (N, D)."""
+    return ~Z.any(axis=1)
+
+
+def _rerank(Z: np.ndarray, rows: np.ndarray, cand: np.ndarray, k: int, metric: str,
+            zero: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """float64 re-ranking of candidate lists (n, m) (-1 = none) for query rows ``rows``: drop the row itself
     (or, where it is not among the candidates, the last of its k + 1 nearest: a zero-distance twin when more
     than k + 1 rows coincide), keep the k nearest by (distance, index)."""
     n = len(rows)
     missing = cand < 0
     safe = np.where(missing, 0, cand)
-    dist = pair_distances(Z, rows, safe, metric)
+    dist = pair_distances(Z, rows, safe, metric, zero)
     dist[missing] = np.inf
     order = np.lexsort((safe, dist), axis=-1)  # by distance, ties by index
     safe = np.take_along_axis(safe, order, axis=1)
@@ -158,15 +166,16 @@ def _search_all(index, Z: np.ndarray, Z32: np.ndarray, k: int, metric: str,
     m = min(k + 1 + EXTRA_CANDIDATES, len(Z))
     indices = np.empty((n_q, k), dtype=np.int64)
     distances = np.empty((n_q, k), dtype=np.float64)
+    zero = zero_rows(Z) if metric == "cosine" else None  # once, not per block
     for start in range(0, n_q, BLOCK):
         q = rows[start:start + BLOCK]
         scores, cand = index.search(Z32[q], m)
-        idx, dist = _rerank(Z, q, cand, k, metric)
+        idx, dist = _rerank(Z, q, cand, k, metric, zero)
         if getattr(index, "bf16", False) and m < len(Z) and k > 0:
             redo = np.flatnonzero(~_certified(index, q, scores, dist))
             if len(redo):  # candidates that may miss a nearer row: search those rows again in float32
                 _, cand = index.search(Z32[q[redo]], m, float32=True)
-                idx[redo], dist[redo] = _rerank(Z, q[redo], cand, k, metric)
+                idx[redo], dist[redo] = _rerank(Z, q[redo], cand, k, metric, zero)
             index.redone += len(redo)
         indices[start:start + len(q)], distances[start:start + len(q)] = idx, dist
         if progress is not None:
