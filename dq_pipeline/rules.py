@@ -273,7 +273,10 @@ def violations(rules: LabelRules, Y: np.ndarray, classes: list[str]) -> list[lis
     """Per example, the text of every rule its given tags break (empty list = none)."""
     V = rules.violation_matrix(Y)
     texts = [d[1] for d in rules._descriptions(classes)]
-    return [[texts[r] for r in np.flatnonzero(row)] for row in V]
+    out: list[list[str]] = [[] for _ in range(len(V))]
+    for i, r in zip(*np.nonzero(V)):  # row-major: each example's rules in rule order; few examples break any
+        out[i].append(texts[r])
+    return out
 
 
 def repair(rules: LabelRules, y: np.ndarray, p: np.ndarray) -> np.ndarray:
