@@ -1,5 +1,6 @@
 """End-to-end: the whole Dagster graph, in-process, against a real temporary DuckDB file."""
 
+import gc
 from pathlib import Path
 
 import dagster as dg
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from dq_pipeline.defs.runner import run_audit
+from dq_pipeline.defs.runner import fewer_collections, run_audit
 from dq_pipeline_tests.conftest import FIXTURES, TABULAR_MANIFEST, write_dataset
 
 AUDIT_ASSETS = {"raw_examples", "features", "oof_probabilities", "label_issues", "ambiguous_examples",
@@ -57,8 +58,10 @@ def test_tabular_planted_errors_rank_low(tmp_path: Path, db_path: str):
         tags ^= {classes[rng.integers(len(classes))]}
         frame.at[i, "labels"] = "|".join(sorted(tags))
     folder = write_dataset(tmp_path / "scene_noisy", frame, TABULAR_MANIFEST)
+    thresholds = gc.get_threshold()
     outcome = run_audit(folder, db_path=db_path)
     assert outcome.success, outcome.reason()
+    assert gc.get_threshold() == thresholds  # the audit's GC setting ends with the audit
     ex = _latest(db_path, "examples").set_index("example_id").loc[[str(i) for i in range(len(frame))]]
     is_planted = np.zeros(len(frame), bool)
     is_planted[planted] = True
@@ -75,6 +78,22 @@ def test_tabular_planted_errors_rank_low(tmp_path: Path, db_path: str):
     run = _latest(db_path, "audit_runs")
     assert run["expected_error_rate_lo"].item() <= len(planted) / len(frame) <= run["expected_error_rate_hi"].item()
     assert abs(flagged.sum() - run["expected_error_rate"].item() * len(frame)) <= 1  # measured 0.040 [0.021, 0.098]
+
+
+def test_fewer_collections_raises_the_gc_thresholds_and_restores_them():
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        with fewer_collections((10_000, 10, 10)):
+            assert gc.get_threshold() == (10_000, 10, 10)
+        assert gc.get_threshold() == (700, 10, 10)
+        gc.set_threshold(50_000, 5, 20)  # a process that set its own: never lowered
+        with pytest.raises(RuntimeError), fewer_collections((10_000, 10, 10)):
+            assert gc.get_threshold() == (50_000, 10, 20)
+            raise RuntimeError("a failed run")
+        assert gc.get_threshold() == (50_000, 5, 20)  # restored after a failure too
+    finally:
+        gc.set_threshold(*before)
 
 
 def test_text_audit_fills_every_table(text_dataset: Path, db_path: str):
