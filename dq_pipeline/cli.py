@@ -438,8 +438,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from dq_pipeline.manifest import ManifestError
 
+    from dq_pipeline.runtime import fewer_collections
+
     try:
-        return args.func(args)
+        with fewer_collections():  # the whole command, the job's imports and Dagster's set-up included
+            return args.func(args)
     except ManifestError as exc:  # a usage error: the message names the file and what to fix
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from dq_pipeline.defs.runner import fewer_collections, run_audit
+from dq_pipeline.defs.resources import AuditSettings
+from dq_pipeline.defs.runner import run_audit
+from dq_pipeline.runtime import fewer_collections
 from dq_pipeline_tests.conftest import FIXTURES, TABULAR_MANIFEST, write_dataset
 
 AUDIT_ASSETS = {"raw_examples", "features", "oof_probabilities", "label_issues", "ambiguous_examples",
@@ -92,6 +94,31 @@ def test_fewer_collections_raises_the_gc_thresholds_and_restores_them():
             assert gc.get_threshold() == (50_000, 10, 20)
             raise RuntimeError("a failed run")
         assert gc.get_threshold() == (50_000, 5, 20)  # restored after a failure too
+    finally:
+        gc.set_threshold(*before)
+
+
+def test_a_run_with_the_audit_settings_collects_less_often_and_restores_the_thresholds():
+    """The AuditSettings resource raises the GC thresholds for its run (a real Dagster run of an asset that reads
+    them), and the process has its own thresholds back afterwards, after a failed run too."""
+    seen = []
+
+    @dg.asset
+    def gc_probe(settings: AuditSettings) -> None:
+        seen.append(gc.get_threshold())
+
+    @dg.asset(deps=[gc_probe])
+    def fails(settings: AuditSettings) -> None:
+        raise RuntimeError("a failed step")
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        assert dg.materialize([gc_probe], resources={"settings": AuditSettings(cache_dir="")}).success
+        assert seen == [(10_000, 10, 10)] and gc.get_threshold() == (700, 10, 10)
+        result = dg.materialize([gc_probe, fails], resources={"settings": AuditSettings(cache_dir="")},
+                                raise_on_error=False)
+        assert not result.success and seen[-1] == (10_000, 10, 10) and gc.get_threshold() == (700, 10, 10)
     finally:
         gc.set_threshold(*before)
 

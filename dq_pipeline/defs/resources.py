@@ -8,16 +8,17 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
 
 from dq_pipeline import model, neighbours, store
 from dq_pipeline.hardware import PRECISIONS
 from dq_pipeline.model import DEFAULT_C, DEFAULT_C_GRID
 from dq_pipeline.issues import ambiguous, duplicates, label_issues, outliers
 from dq_pipeline.result_cache import ResultCache
+from dq_pipeline.runtime import fewer_collections
 
 if TYPE_CHECKING:
     from dq_pipeline.history import RegressionThresholds
@@ -165,6 +166,20 @@ class AuditSettings(dg.ConfigurableResource):
     def result_cache(self) -> ResultCache | None:
         """Cache of stage results and gate verdicts under ``<cache_dir>/results`` (None when disabled)."""
         return ResultCache(Path(self.cache_dir) / "results") if self.cache_dir else None
+
+    _collections: Any = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Start of a run (per process: once per run with the in-process executor, CLI and UI alike): the
+        cyclic GC runs with :data:`dq_pipeline.runtime.AUDIT_GC_THRESHOLDS` until :meth:`teardown_after_execution`."""
+        self._collections = fewer_collections()
+        self._collections.__enter__()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """End of the run: the GC thresholds the process had before it."""
+        if self._collections is not None:
+            self._collections.__exit__(None, None, None)
+            self._collections = None
 
 
 class RaySettings(dg.ConfigurableResource):

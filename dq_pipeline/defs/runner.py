@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,25 +74,6 @@ def get_instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.ephemeral()
 
 
-#: Python's cyclic-GC thresholds while :func:`run_audit` executes the job (CPython's defaults: 700, 10, 10). An audit
-#: allocates millions of small objects (Dagster events, tag lists, pandas object columns) on a heap that holds the
-#: imports of the whole stack, so with the defaults the full GoEmotions audit spent 1.4-1.7 s of its ~20 s outside
-#: the embedding in 2,998 collections, 14 of them full; with these, 0.4 s in 191 collections, 1 full (ad hoc runs
-#: with the embeddings cached, ``gc.callbacks`` timing). Collections still run, so cyclic garbage is still freed.
-AUDIT_GC_THRESHOLDS: tuple[int, int, int] = (10_000, 10, 10)
-
-
-@contextmanager
-def fewer_collections(thresholds: tuple[int, int, int] = AUDIT_GC_THRESHOLDS) -> Iterator[None]:
-    """Run the block with the cyclic GC's ``thresholds``, never lower than the current ones; restore them after."""
-    before = gc.get_threshold()
-    gc.set_threshold(*(max(a, b) for a, b in zip(thresholds, before)))
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-
-
 def run_audit(
     folder: str | Path,
     db_path: str | None = None,
@@ -126,9 +104,8 @@ def run_audit(
         instance.add_dynamic_partitions(dataset_partitions.name, [name])
     job = defs.resolve_job_def("audit")
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
-    with fewer_collections():
-        result = job.execute_in_process(partition_key=name, instance=instance, raise_on_error=False,
-                                        run_config=run_config)
+    result = job.execute_in_process(partition_key=name, instance=instance, raise_on_error=False,
+                                    run_config=run_config)
     outcome = AuditOutcome(dataset=name, success=result.success, run_id=result.run_id)
     for evaluation in result.get_asset_check_evaluations():
         if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
