@@ -437,7 +437,6 @@ def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
     from dq_pipeline.manifest import ManifestError
-
     from dq_pipeline.runtime import fewer_collections
 
     try:

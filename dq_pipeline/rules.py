@@ -162,9 +162,9 @@ def cooccurrence(Y: np.ndarray) -> np.ndarray:
         return Yf.T @ Yf
 
 
-def _exclusive_pairs(Y: np.ndarray) -> np.ndarray:
-    """(K, K) bool: tags a, b co-occur in at most EXCLUSIVE_MAX_OVERLAP of the rarer one's examples."""
-    co = cooccurrence(Y)
+def _exclusive_pairs(co: np.ndarray) -> np.ndarray:
+    """(K, K) bool from the co-occurrence counts ``co`` (K, K) (:func:`cooccurrence`): tags a, b co-occur in at most
+    EXCLUSIVE_MAX_OVERLAP of the rarer one's examples."""
     n = np.diag(co)
     rarer = np.minimum(n[:, None], n[None, :])
     ok = co <= EXCLUSIVE_MAX_OVERLAP * rarer
@@ -173,16 +173,17 @@ def _exclusive_pairs(Y: np.ndarray) -> np.ndarray:
     return ok
 
 
-def _learn_groups(Y: np.ndarray) -> list[tuple[tuple[int, ...], float]]:
+def _learn_groups(Y: np.ndarray, co: np.ndarray | None = None) -> list[tuple[tuple[int, ...], float]]:
     """Greedy exclusive groups of Y (N, K) bool: from each unassigned tag (most frequent first), add the exclusive
     candidate that most raises the share of examples with exactly one member, while it rises; keep groups of 2+
-    tags whose share reaches GROUP_MIN_EXACTLY_ONE. Returns ``[(sorted member indices, share)]``.
+    tags whose share reaches GROUP_MIN_EXACTLY_ONE. Returns ``[(sorted member indices, share)]``. ``co``: Y's
+    :func:`cooccurrence` counts, if the caller has them.
 
     Counts are kept incrementally, so a step reads only the rows of the member it adds (O(rows x K)), not all N:
     ``with_one[c]`` / ``with_none[c]`` = examples of tag c that carry exactly one / no member yet."""
     N, K = Y.shape
-    excl = _exclusive_pairs(Y)
-    co = cooccurrence(Y).astype(np.int64)
+    co = (cooccurrence(Y) if co is None else co).astype(np.int64)
+    excl = _exclusive_pairs(co)
     n = np.diag(co).copy()
     assigned = np.zeros(K, dtype=bool)
     groups = []
@@ -233,7 +234,8 @@ def learn_label_rules(Y: np.ndarray) -> LabelRules:
     if N == 0 or K == 0:
         return LabelRules(n_tags=K)
     stats: list[tuple[int, float]] = []
-    groups = _learn_groups(Y)
+    co = cooccurrence(Y)
+    groups = _learn_groups(Y, co)
     stats += [(N, share) for _, share in groups]
     card = Y.sum(axis=1)
     min_tags = 1 if (card == 0).mean() <= MIN_TAGS_TOLERANCE and card.max() > 0 else 0
@@ -252,7 +254,6 @@ def learn_label_rules(Y: np.ndarray) -> LabelRules:
     prevalence = n / N
     implications = []
     min_support = max(IMPLICATION_MIN_SUPPORT, int(np.ceil(0.01 * N)))
-    co = cooccurrence(Y)
     for a in np.flatnonzero(n >= min_support):
         conf = co[a] / n[a]
         for b in np.flatnonzero((conf >= IMPLICATION_MIN_CONFIDENCE) & (conf - prevalence >= IMPLICATION_MIN_LIFT_GAP)):

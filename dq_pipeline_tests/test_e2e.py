@@ -112,12 +112,12 @@ def test_a_run_with_the_audit_settings_collects_less_often_and_restores_the_thre
         raise RuntimeError("a failed step")
 
     before = gc.get_threshold()
+    settings = AuditSettings(cache_dir="")  # one instance for both runs, as a code location holds it
     try:
         gc.set_threshold(700, 10, 10)
-        assert dg.materialize([gc_probe], resources={"settings": AuditSettings(cache_dir="")}).success
+        assert dg.materialize([gc_probe], resources={"settings": settings}).success
         assert seen == [(10_000, 10, 10)] and gc.get_threshold() == (700, 10, 10)
-        result = dg.materialize([gc_probe, fails], resources={"settings": AuditSettings(cache_dir="")},
-                                raise_on_error=False)
+        result = dg.materialize([gc_probe, fails], resources={"settings": settings}, raise_on_error=False)
         assert not result.success and seen[-1] == (10_000, 10, 10) and gc.get_threshold() == (700, 10, 10)
     finally:
         gc.set_threshold(*before)

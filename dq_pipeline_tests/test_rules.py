@@ -59,7 +59,7 @@ def test_no_group_when_tags_co_occur_and_no_never_empty_when_empty_rows_are_comm
 
 def _groups_by_recount(Y: np.ndarray) -> list[tuple[tuple[int, ...], float]]:
     """The greedy group search of ``rules._learn_groups`` written directly: every step recounts all N rows."""
-    excl = lr._exclusive_pairs(Y)
+    excl = lr._exclusive_pairs(lr.cooccurrence(Y))
     n = Y.sum(axis=0)
     assigned = np.zeros(Y.shape[1], dtype=bool)
     groups = []

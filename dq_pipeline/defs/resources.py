@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator
@@ -167,19 +168,16 @@ class AuditSettings(dg.ConfigurableResource):
         """Cache of stage results and gate verdicts under ``<cache_dir>/results`` (None when disabled)."""
         return ResultCache(Path(self.cache_dir) / "results") if self.cache_dir else None
 
-    _collections: Any = PrivateAttr(default=None)
+    _run_scope: ExitStack = PrivateAttr(default_factory=ExitStack)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Start of a run (per process: once per run with the in-process executor, CLI and UI alike): the
         cyclic GC runs with :data:`dq_pipeline.runtime.AUDIT_GC_THRESHOLDS` until :meth:`teardown_after_execution`."""
-        self._collections = fewer_collections()
-        self._collections.__enter__()
+        self._run_scope.enter_context(fewer_collections())
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         """End of the run: the GC thresholds the process had before it."""
-        if self._collections is not None:
-            self._collections.__exit__(None, None, None)
-            self._collections = None
+        self._run_scope.close()
 
 
 class RaySettings(dg.ConfigurableResource):
