@@ -59,6 +59,24 @@ def precision_at(truth: np.ndarray, scores: np.ndarray, t: int | None = None) ->
     return float(hits / t)
 
 
+def best_f1(truth: np.ndarray, scores: np.ndarray) -> float:
+    """The highest flag F1 that any score threshold of this ranking reaches: flag every item scored at or below
+    a cut-off (tied items go in or out together), best cut-off chosen knowing the truth.
+
+    The ceiling of every flag-count rule built on these scores, calibrated or not (precision at the true count,
+    :func:`precision_at`, is the F1 of flagging exactly as many items as there are errors). NaN without an error.
+    """
+    t = _binary(truth)
+    n_true = int(t.sum())
+    if n_true == 0:
+        return float("nan")
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    order = np.argsort(s, kind="stable")
+    tp = np.cumsum(t[order])
+    ends = np.flatnonzero(np.r_[s[order][1:] != s[order][:-1], True])  # last index of each run of tied scores
+    return float(np.max(2.0 * tp[ends] / (ends + 1 + n_true)))
+
+
 def flag_metrics(truth: np.ndarray, flags: np.ndarray) -> dict[str, float]:
     """Precision, recall and F1 of a flagged set.
 

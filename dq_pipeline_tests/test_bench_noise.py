@@ -150,6 +150,18 @@ def test_precision_at_resolves_ties_in_expectation():
     assert bm.precision_at(truth, scores, 2) == pytest.approx((1 + 1 / 3) / 2)
 
 
+def test_best_f1_is_the_best_threshold_and_keeps_ties_together():
+    truth = np.array([1, 0, 1, 1, 0, 0], dtype=bool)
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.8, 0.9])
+    # cut-offs flag 1..6 lowest: F1 = 2 tp / (k + 3) = 2/4, 2/5, 4/6, 6/7, 6/8, 6/9 -> 6/7
+    assert bm.best_f1(truth, scores) == pytest.approx(6 / 7)
+    assert bm.best_f1(truth, scores) >= bm.precision_at(truth, scores)  # F1 at the true count is one cut-off
+    # the two lowest tie: they are flagged together (2/5 with one hit), never the error alone (2/4)
+    tied = np.array([0.1, 0.1, 0.9, 0.9, 0.9, 0.9])
+    assert bm.best_f1(truth, tied) == pytest.approx(max(2 * 1 / (2 + 3), 2 * 3 / (6 + 3)))
+    assert np.isnan(bm.best_f1(np.zeros(6, bool), scores))
+
+
 def test_flag_metrics_on_a_hand_made_case():
     truth = np.array([1, 1, 0, 0, 1], dtype=bool)
     flags = np.array([1, 0, 1, 0, 0], dtype=bool)
@@ -344,12 +356,23 @@ def test_run_one_scores_every_method_and_a_file_candidate(emotions, tmp_path, mo
     # the report renders from these rows, with the verdict and the split named
     import argparse
 
-    df = pd.DataFrame(rows + bq.run_one(data, "validation", "spurious", 0.1, 0, False, ()))
+    # the tags as given (no planted error): nothing to find, so whatever is flagged counts in the share flagged only
+    unplanted = {r["method"]: r for r in bq.run_one(data, "validation", bq.UNPLANTED, 0.0, 0, False, ())}
+    ours0 = unplanted["ours-default"]
+    assert ours0["n_corrupted"] == 0 and np.isnan(ours0["auprc"]) and np.isnan(ours0["best_f1"])
+    assert 0 <= ours0["flagged_share"] < 0.5 and ours0["sugg_kept_clean"] == pytest.approx(1 - ours0["flagged_share"])
+    assert by["ours-default"]["best_f1"] >= by["ours-default"]["prec_at_t"] - 1e-12  # the true count is one threshold
+
+    df = pd.DataFrame(rows + bq.run_one(data, "validation", "spurious", 0.1, 0, False, ()) + list(unplanted.values()))
     args = argparse.Namespace(split="validation", quick=True, workers=1, noise=["drop", "spurious", "group_swap"],
-                              rates=[0.1], seeds=[0])
+                              rates=[0.1], seeds=[0], no_unplanted=False)
     report = bq.write_report(df, pd.DataFrame(skipped), "cmd", 1.0, args, "x_runs.csv")
     assert "Split: validation" in report and "## Verdict" in report and "bars met" in report
     assert "group_swap" in report and "emotions" in report
+    assert "## What the flag bars need" in report and "## The tags as given" in report
+    assert f"| emotions · ours-default | {ours0['flagged_share']:.3f} |" in report
+    # the verdict counts planted runs only: adding the unplanted run leaves it unchanged
+    assert bq.verdict(df[df["noise"] != bq.UNPLANTED], ["ours-default", "mine"])[0] in report
 
 
 def test_neighbour_swap_takes_the_tag_the_look_alikes_carry(flags_groups, emotions):
