@@ -370,6 +370,7 @@ def test_run_one_scores_every_method_and_a_file_candidate(emotions, tmp_path, mo
     assert "Split: validation" in report and "## Verdict" in report and "bars met" in report
     assert "group_swap" in report and "emotions" in report
     assert "## What the flag bars need" in report and "## The tags as given" in report
+    assert "precision the two bars need" in report
     assert f"| emotions · ours-default | {ours0['flagged_share']:.3f} |" in report
     # the verdict counts planted runs only: adding the unplanted run leaves it unchanged
     assert bq.verdict(df[df["noise"] != bq.UNPLANTED], ["ours-default", "mine"])[0] in report
