@@ -616,3 +616,69 @@ from dq_pipeline.issues.label_issues import suggest as _ORIGINAL_SUGGEST  # noqa
 margin_suggest_0 = _margin_suggest(0.0)
 margin_suggest_05 = _margin_suggest(0.5)
 margin_suggest_1 = _margin_suggest(1.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# self-selected ranking: ours or cleanlab's score, whichever separates the detector's own planted errors better
+
+
+def _planted_auroc(observed: np.ndarray, planted: np.ndarray) -> float:
+    """AUROC of telling planted rows (low score = error) from the observed rows."""
+    from scipy.stats import rankdata
+
+    s = np.concatenate([observed, planted])
+    r = rankdata(-s)
+    n1, n0 = len(planted), len(observed)
+    return float((r[n0:].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)) if n1 and n0 else float("nan")
+
+
+def self_selected(Y: np.ndarray, P: np.ndarray, features: np.ndarray | None = None, seed: int = 0,
+                  margin: float = 0.0) -> DetectorResult:
+    """find_label_issues, except that the ranking (and the error-rate estimate on it) is cleanlab's label quality
+    score on P where that separates the detector's own planted errors from the observed rows better (planted AUROC
+    above ours + ``margin``); the suggestions are ours either way. ``summary['ranking']`` says which."""
+    from dq_pipeline.issues import label_issues as li
+    from dq_pipeline.issues.cleanlab_parity import label_quality_scores
+    from dq_pipeline.rules import learn_label_rules, violation_counts
+
+    Y = np.asarray(Y).astype(bool)
+    P = np.asarray(P, dtype=np.float64)
+    N, K = Y.shape
+    rules = learn_label_rules(Y)
+    votes = knn_tag_votes(features, Y) if features is not None and N > 1 else None
+    P_knn = (1.0 - DEFAULT_KNN_WEIGHT) * P + DEFAULT_KNN_WEIGHT * votes if votes is not None else P
+    model = li.fit_stacked(Y, P, extra=votes, seed=seed, max_rows=li.STACK_MAX_ROWS)
+    scorer = li._Scorer(model, P_knn, rules)
+    P_cooc = model.probabilities(Y)
+    log_score = scorer(Y)
+    violating = violation_counts(rules, Y) > 0 if rules.n_rules else np.zeros(N, dtype=bool)
+    Y_planted, planted = li.plant_errors(Y, rules, seed=seed)
+    ok = np.flatnonzero(planted & ~violating)
+    if len(ok) > li.PLANTED_MAX_ROWS:
+        ok = np.sort(np.random.default_rng(seed).choice(ok, li.PLANTED_MAX_ROWS, replace=False))
+    planted_score = scorer(Y_planted[ok], ok)
+    cl = np.log(np.clip(label_quality_scores(Y, P), 1e-300, None))
+    cl_planted = np.log(np.clip(label_quality_scores(Y_planted[ok], P[ok]), 1e-300, None))
+    auc_ours = _planted_auroc(log_score[~violating], planted_score)
+    auc_cl = _planted_auroc(cl[~violating], cl_planted)
+    use_cl = bool(auc_cl > auc_ours + margin)
+    rank, rank_planted = (cl, cl_planted) if use_cl else (log_score, planted_score)
+    rate, (lo, hi) = li.estimate_error_rate(rank[~violating], rank_planted, seed=seed)
+    n_clean_side = int((~violating).sum())
+    n_rank = int(round(rate * n_clean_side)) + int(violating.sum())
+    order = np.lexsort((np.arange(N), rank))
+    flags = np.zeros(N, dtype=bool)
+    flags[order[: min(n_rank, N)]] = True
+    flags |= violating
+    S = suggest(Y, np.flatnonzero(flags), model, P_knn, rules, 0.5 * (P_cooc + P_knn))
+    details = tag_issue_rows(Y, P_cooc, S != Y)
+    n_viol = int(violating.sum())
+    summary = {"expected_error_rate": float((n_viol + rate * n_clean_side) / N),
+               "expected_error_rate_interval": [float((n_viol + lo * n_clean_side) / N),
+                                                float((n_viol + hi * n_clean_side) / N)],
+               "ranking": "cleanlab" if use_cl else "ours", "planted_auroc": [auc_ours, auc_cl]}
+    scores = np.exp(cl) if use_cl else li.readable_quality(log_score, li.quality_root(K))
+    return DetectorResult(scores=scores, flags=flags, summary=summary, details=details)
+
+
+self_selected_005 = partial(self_selected, margin=0.05)
