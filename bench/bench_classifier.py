@@ -30,7 +30,6 @@ import argparse  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-import warnings  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -42,7 +41,7 @@ for p in (ROOT, ROOT / "bench"):
         sys.path.insert(0, str(p))
 
 import datasets as bd  # noqa: E402
-from bench_regularization import log_loss, oof  # noqa: E402
+from bench_regularization import log_loss, oof, oof_with  # noqa: E402
 
 from dq_pipeline.model import DEFAULT_C_GRID, multilabel_folds, out_of_fold_probabilities, per_tag_auroc  # noqa: E402
 
@@ -50,27 +49,13 @@ ALPHAS = (0.01, 1.0, 10.0)
 
 
 def mlp_oof(X: np.ndarray, Y: np.ndarray, folds: np.ndarray, alpha: float, seed: int = 0) -> np.ndarray:
-    """(N, K) out-of-fold probabilities of a standardised one-hidden-layer MLP; a tag constant in a training fold
-    is predicted at that constant."""
+    """(N, K) out-of-fold probabilities of a standardised one-hidden-layer MLP (``oof_with``)."""
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    P = np.zeros(Y.shape)
-    for f in np.unique(folds):
-        tr, te = folds != f, folds == f
-        Yt = Y[tr]
-        varying = Yt.min(axis=0) != Yt.max(axis=0)
-        P[np.ix_(te, ~varying)] = Yt[0, ~varying]
-        if varying.any():
-            model = make_pipeline(StandardScaler(), MLPClassifier(
-                hidden_layer_sizes=(256,), alpha=alpha, early_stopping=True, max_iter=200, random_state=seed))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # convergence chatter
-                model.fit(X[tr], Yt[:, varying])
-            proba = model.predict_proba(X[te])
-            P[np.ix_(te, varying)] = proba.reshape(int(te.sum()), -1)
-    return P
+    return oof_with(X, Y, folds, lambda: make_pipeline(StandardScaler(), MLPClassifier(
+        hidden_layer_sizes=(256,), alpha=alpha, early_stopping=True, max_iter=200, random_state=seed)))
 
 
 def main() -> None:

@@ -27,8 +27,11 @@ import argparse  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -48,16 +51,26 @@ def oof(X: np.ndarray, Y: np.ndarray, folds: np.ndarray, C: float | None) -> np.
     """(N, K) out-of-fold probabilities of fast_logreg at C (None = the prevalence baseline)."""
     from dq_pipeline.fast_model import JointLogisticRegression
 
+    return oof_with(X, Y, folds, None if C is None else
+                    (lambda: JointLogisticRegression(**{**FAST_MODELS["fast_logreg"], "C": C})))
+
+
+def oof_with(X: np.ndarray, Y: np.ndarray, folds: np.ndarray, make: Callable[[], Any] | None) -> np.ndarray:
+    """(N, K) out-of-fold probabilities of the estimators ``make()`` returns (fit(X, Y (n, K)) / predict_proba(X)
+    -> (n, K)), one per fold; a tag constant in a training fold is predicted at that constant; ``make=None``: every
+    tag at its training-fold prevalence."""
     P = np.zeros(Y.shape)
     for f in np.unique(folds):
         tr, te = folds != f, folds == f
         Yt = Y[tr]
         varying = Yt.min(axis=0) != Yt.max(axis=0)
         P[np.ix_(te, ~varying)] = Yt[0, ~varying]
-        if C is None:
+        if make is None:
             P[np.ix_(te, varying)] = Yt[:, varying].mean(axis=0)
         elif varying.any():
-            model = JointLogisticRegression(**{**FAST_MODELS["fast_logreg"], "C": C}).fit(X[tr], Yt[:, varying])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # convergence chatter
+                model = make().fit(X[tr], Yt[:, varying])
             P[np.ix_(te, varying)] = model.predict_proba(X[te]).reshape(int(te.sum()), -1)
     return P
 

@@ -21,7 +21,7 @@ probabilities (flagged about half of all examples whatever the noise rate).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from types import ModuleType
@@ -411,6 +411,23 @@ def issue10_suggest(Y: np.ndarray, rows: np.ndarray, model, P_knn: np.ndarray, r
     return S
 
 
+def _flags_by_estimate(rank: np.ndarray, rank_planted: np.ndarray, violating: np.ndarray, estimate: Callable,
+                       seed: int) -> tuple[np.ndarray, dict]:
+    """The default's flag rule on any ranking (low = likely wrong): the ``estimate(observed, planted, seed=)``
+    share of the rule-abiding examples, lowest ``rank`` first, plus every rule breaker. Returns (flags (N,),
+    the summary's ``expected_error_rate`` / ``_interval`` / ``n_rule_violations``)."""
+    N = len(rank)
+    rate, (lo, hi) = estimate(rank[~violating], rank_planted, seed=seed)
+    n_clean_side, n_viol = int((~violating).sum()), int(violating.sum())
+    order = np.lexsort((np.arange(N), rank))
+    flags = np.zeros(N, dtype=bool)
+    flags[order[: min(int(round(rate * n_clean_side)) + n_viol, N)]] = True
+    flags |= violating
+    share = (lambda r: float((n_viol + r * n_clean_side) / N)) if N else (lambda r: 0.0)
+    return flags, {"expected_error_rate": share(rate), "expected_error_rate_interval": [share(lo), share(hi)],
+                   "n_rule_violations": n_viol}
+
+
 def issue10_default(Y: np.ndarray, P: np.ndarray, features: np.ndarray | None = None, seed: int = 0) -> DetectorResult:
     """The default ``find_label_issues`` before issue 11 (same evidence, score, estimate, flags, suggestions and
     summary; the slow full-data second stage, sorted bootstrap and suggestion loop)."""
@@ -441,21 +458,11 @@ def issue10_default(Y: np.ndarray, P: np.ndarray, features: np.ndarray | None = 
     Y_planted, planted = plant_errors(Y, rules, seed=seed)
     ok = planted & ~violating
     planted_score = scorer(Y_planted[ok], np.flatnonzero(ok))
-    rate, (lo, hi) = issue10_estimate_error_rate(log_score[~violating], planted_score, seed=seed)
-    n_clean_side = int((~violating).sum())
-    n_rank = int(round(rate * n_clean_side)) + int(violating.sum())
-    order = np.lexsort((np.arange(N), log_score))
-    flags = np.zeros(N, dtype=bool)
-    flags[order[: min(n_rank, N)]] = True
-    flags |= violating
+    flags, estimated = _flags_by_estimate(log_score, planted_score, violating, issue10_estimate_error_rate, seed)
     S = issue10_suggest(Y, np.flatnonzero(flags), model, P_knn, rules, 0.5 * (P_cooc + P_knn))
     details = tag_issue_rows(Y, P_cooc, S != Y)
-    n_viol = int(violating.sum())
-    expected = (n_viol + rate * n_clean_side) / N if N else 0.0
     summary = {"method": "issue10_default", "n_label_issues": int(flags.sum()), "n_tag_issues": int(len(details)),
-               "expected_error_rate": float(expected),
-               "expected_error_rate_interval": [(n_viol + lo * n_clean_side) / N, (n_viol + hi * n_clean_side) / N],
-               "n_rule_violations": n_viol}
+               **estimated}
     return DetectorResult(scores=readable_quality(log_score, quality_root(K)), flags=flags, summary=summary,
                           details=details)
 
@@ -663,20 +670,10 @@ def self_selected(Y: np.ndarray, P: np.ndarray, features: np.ndarray | None = No
     auc_cl = _planted_auroc(cl[~violating], cl_planted)
     use_cl = bool(auc_cl > auc_ours + margin)
     rank, rank_planted = (cl, cl_planted) if use_cl else (log_score, planted_score)
-    rate, (lo, hi) = li.estimate_error_rate(rank[~violating], rank_planted, seed=seed)
-    n_clean_side = int((~violating).sum())
-    n_rank = int(round(rate * n_clean_side)) + int(violating.sum())
-    order = np.lexsort((np.arange(N), rank))
-    flags = np.zeros(N, dtype=bool)
-    flags[order[: min(n_rank, N)]] = True
-    flags |= violating
+    flags, estimated = _flags_by_estimate(rank, rank_planted, violating, li.estimate_error_rate, seed)
     S = suggest(Y, np.flatnonzero(flags), model, P_knn, rules, 0.5 * (P_cooc + P_knn))
     details = tag_issue_rows(Y, P_cooc, S != Y)
-    n_viol = int(violating.sum())
-    summary = {"expected_error_rate": float((n_viol + rate * n_clean_side) / N),
-               "expected_error_rate_interval": [float((n_viol + lo * n_clean_side) / N),
-                                                float((n_viol + hi * n_clean_side) / N)],
-               "ranking": "cleanlab" if use_cl else "ours", "planted_auroc": [auc_ours, auc_cl]}
+    summary = {**estimated, "ranking": "cleanlab" if use_cl else "ours", "planted_auroc": [auc_ours, auc_cl]}
     scores = np.exp(cl) if use_cl else li.readable_quality(log_score, li.quality_root(K))
     return DetectorResult(scores=scores, flags=flags, summary=summary, details=details)
 
