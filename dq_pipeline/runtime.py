@@ -1,12 +1,17 @@
-"""Process-level pace of a run: how often Python's cyclic garbage collector runs while an audit executes.
+"""Process-level state around a run: how often Python's cyclic garbage collector runs while an audit executes, and
+the process's signal handlers, which the libraries a run calls change and do not put back.
 
 :class:`dq_pipeline.defs.resources.AuditSettings` applies :func:`fewer_collections` for the length of each run that
 uses it (CLI and UI runs alike); ``dq-pipeline`` applies it to its whole process, imports included.
+:func:`keep_signal_handlers` wraps each in-process Dagster run of :func:`dq_pipeline.defs.runner.run_audit` and each
+Ray session :mod:`dq_pipeline.embed.distributed` starts.
 """
 
 from __future__ import annotations
 
 import gc
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -27,3 +32,24 @@ def fewer_collections(thresholds: tuple[int, int, int] = AUDIT_GC_THRESHOLDS) ->
         yield
     finally:
         gc.set_threshold(*before)
+
+
+@contextmanager
+def keep_signal_handlers(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Run the block, then give ``signals`` the handlers they had before it (main thread only; elsewhere Python
+    cannot set handlers and nothing is done).
+
+    Dagster's in-process execution maps SIGTERM to the SIGINT handler and leaves it so: in a process started in the
+    background by a script (SIGINT ignored, as POSIX shells start them) SIGTERM was then ignored for the rest of the
+    process, so ``kill`` no longer stopped a ``dq-pipeline audit`` between or after its runs, and a forked worker
+    could not be terminated. ``ray.init`` installs a SIGTERM handler of its own that ``ray.shutdown`` leaves behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {s: signal.getsignal(s) for s in signals}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            if handler is not None:  # None: set outside Python, cannot be restored from here
+                signal.signal(s, handler)

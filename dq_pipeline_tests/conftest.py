@@ -27,6 +27,16 @@ DATA = REPO / "data"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"  # small extracts the bundled data lacks
 
 
+@pytest.fixture(autouse=True)
+def _signal_handlers_per_test():
+    """Each test gets back the SIGINT / SIGTERM handlers it started with: a test that runs Dagster or Ray directly
+    (``dg.materialize``, ``ray.init``) must not change how the next one can be interrupted or terminated."""
+    from dq_pipeline.runtime import keep_signal_handlers
+
+    with keep_signal_handlers():
+        yield
+
+
 def write_dataset(folder: Path, frame: pd.DataFrame, manifest: str, source: str = "data.csv") -> Path:
     """Write ``frame`` as the source file (format from its suffix) plus ``dataset.yaml`` into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,8 @@
 """End-to-end: the whole Dagster graph, in-process, against a real temporary DuckDB file."""
 
 import gc
+import signal
+import threading
 from pathlib import Path
 
 import dagster as dg
@@ -12,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from dq_pipeline.defs.resources import AuditSettings
 from dq_pipeline.defs.runner import run_audit
-from dq_pipeline.runtime import fewer_collections
+from dq_pipeline.runtime import fewer_collections, keep_signal_handlers
 from dq_pipeline_tests.conftest import FIXTURES, TABULAR_MANIFEST, write_dataset
 
 AUDIT_ASSETS = {"raw_examples", "features", "oof_probabilities", "label_issues", "ambiguous_examples",
@@ -61,7 +63,15 @@ def test_tabular_planted_errors_rank_low(tmp_path: Path, db_path: str):
         frame.at[i, "labels"] = "|".join(sorted(tags))
     folder = write_dataset(tmp_path / "scene_noisy", frame, TABULAR_MANIFEST)
     thresholds = gc.get_threshold()
-    outcome = run_audit(folder, db_path=db_path)
+    # as a script's background job runs it (SIGINT ignored): Dagster maps SIGTERM to the SIGINT handler and left
+    # SIGTERM ignored after the run; `kill` must still stop the process afterwards
+    sigterm = signal.getsignal(signal.SIGTERM)
+    sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        outcome = run_audit(folder, db_path=db_path)
+        assert signal.getsignal(signal.SIGTERM) == sigterm and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, sigint)
     assert outcome.success, outcome.reason()
     assert gc.get_threshold() == thresholds  # the audit's GC setting ends with the audit
     ex = _latest(db_path, "examples").set_index("example_id").loc[[str(i) for i in range(len(frame))]]
@@ -96,6 +106,31 @@ def test_fewer_collections_raises_the_gc_thresholds_and_restores_them():
         assert gc.get_threshold() == (50_000, 5, 20)  # restored after a failure too
     finally:
         gc.set_threshold(*before)
+
+
+def test_keep_signal_handlers_restores_what_the_block_changed():
+    def mine(signum, frame):  # pragma: no cover - never delivered
+        pass
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with pytest.raises(RuntimeError), keep_signal_handlers():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, mine)
+        raise RuntimeError("a failed run")
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    errors = []  # off the main thread Python cannot set handlers: the block runs, nothing is touched
+
+    def off_main() -> None:
+        try:
+            with keep_signal_handlers():
+                pass
+        except Exception as exc:  # pragma: no cover - the failure this guards against
+            errors.append(exc)
+
+    thread = threading.Thread(target=off_main)
+    thread.start()
+    thread.join()
+    assert errors == []
 
 
 def test_a_run_with_the_audit_settings_collects_less_often_and_restores_the_thresholds():

@@ -264,8 +264,17 @@ def _writer(root: str, worker: int) -> int:
 
 def test_concurrent_writers(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(4) as pool:
-        assert sorted(pool.starmap(_writer, [(str(tmp_path), w) for w in range(4)])) == [0, 1, 2, 3]
+    pool = ctx.Pool(4)
+    try:
+        done = pool.starmap(_writer, [(str(tmp_path), w) for w in range(4)])
+    except BaseException:
+        pool.terminate()
+        raise
+    else:  # the workers finish and exit. Pool's `with` terminates them instead, which hangs for good in a process
+        pool.close()  # that ignores SIGTERM (a script's background job did after a Dagster run, 2026-12-07)
+    finally:
+        pool.join()
+    assert sorted(done) == [0, 1, 2, 3]
     entries = list((tmp_path / "label_issues").glob("*.npz"))
     assert 1 <= len(entries) <= 4
     for entry in entries:  # every surviving entry is whole

@@ -13,6 +13,7 @@ import dagster as dg
 
 from dq_pipeline.defs.partitions import dataset_partitions
 from dq_pipeline.defs.resources import AuditSettings
+from dq_pipeline.runtime import keep_signal_handlers
 
 
 @dataclass
@@ -104,8 +105,9 @@ def run_audit(
         instance.add_dynamic_partitions(dataset_partitions.name, [name])
     job = defs.resolve_job_def("audit")
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
-    result = job.execute_in_process(partition_key=name, instance=instance, raise_on_error=False,
-                                    run_config=run_config)
+    with keep_signal_handlers():  # Dagster leaves SIGTERM mapped to the SIGINT handler (ignored in a background job)
+        result = job.execute_in_process(partition_key=name, instance=instance, raise_on_error=False,
+                                        run_config=run_config)
     outcome = AuditOutcome(dataset=name, success=result.success, run_id=result.run_id)
     for evaluation in result.get_asset_check_evaluations():
         if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:

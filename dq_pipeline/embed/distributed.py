@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dq_pipeline.runtime import keep_signal_handlers
+
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
@@ -200,53 +202,54 @@ def run_sharded(
     frame = frame.reset_index(drop=True).copy()
     frame.insert(0, _ROW, np.arange(n, dtype=np.int64))
     quiet = _quiet_ray_loggers()  # ours (rows, rate, time left) replace Ray Data's progress and banners
-    started_ray = _connect(options)
-    try:
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False  # ours (rows, rate, time left) go to the Dagster log / CLI
-        ctx.print_on_execution_start = False
-        ds = ray.data.from_pandas(_blocks(frame, options.rows_per_batch))
-        ds = ds.map_batches(
-            _EmbedActor,
-            fn_constructor_kwargs={"modality": modality, "model_name": model_name, "batch_size": batch_size,
-                                   "precision": precision,
-                                   "shard_dir": str(out_dir), "transformer": transformer},
-            batch_size=options.rows_per_batch,
-            batch_format="pandas",
-            compute=ray.data.ActorPoolStrategy(size=options.num_workers),
-            num_cpus=options.cpus_per_worker,
-            num_gpus=options.gpus_per_worker or None,
-        )
-        done, paths, results = 0, [], []
-        started = time.perf_counter()
+    with keep_signal_handlers():  # ray.init installs a SIGTERM handler that ray.shutdown leaves behind
+        started_ray = _connect(options)
         try:
-            for result in ds.iter_batches(batch_size=None, batch_format="pandas"):
-                results.append(result)
-                paths += list(result["path"])
-                done += int(result["n"].sum())
-                if progress is not None:
-                    progress(min(done, n), n)
-        except Exception as exc:  # a worker's error arrives wrapped: name it first
-            cause = exc
-            while getattr(cause, "cause", None) is not None or cause.__cause__ is not None:
-                cause = getattr(cause, "cause", None) or cause.__cause__
-            raise RuntimeError(f"distributed {modality} embedding failed: {cause}") from exc
-        X = read_shards(paths, n)
-        per = pd.concat(results).groupby("pid").agg(rows=("n", "sum"), seconds=("seconds", "sum"))
-        summary = {"shards": len(paths), "workers": len(per), "rows_per_worker": per["rows"].tolist(),
-                   "busy_seconds_per_worker": per["seconds"].round(3).tolist(),
-                   "wall_seconds": round(time.perf_counter() - started, 3)}
-        log.info("ray %s embedding: %d rows in %d shards on %d workers, %s", modality, n, summary["shards"],
-                 summary["workers"], summary)
-        if stats is not None:
-            stats.update(summary)
-        return X
-    finally:
-        if started_ray:
-            ray.shutdown()
-        quiet()
-        if not keep_shards:
-            shutil.rmtree(out_dir, ignore_errors=True)
+            ctx = ray.data.DataContext.get_current()
+            ctx.enable_progress_bars = False  # ours (rows, rate, time left) go to the Dagster log / CLI
+            ctx.print_on_execution_start = False
+            ds = ray.data.from_pandas(_blocks(frame, options.rows_per_batch))
+            ds = ds.map_batches(
+                _EmbedActor,
+                fn_constructor_kwargs={"modality": modality, "model_name": model_name, "batch_size": batch_size,
+                                       "precision": precision,
+                                       "shard_dir": str(out_dir), "transformer": transformer},
+                batch_size=options.rows_per_batch,
+                batch_format="pandas",
+                compute=ray.data.ActorPoolStrategy(size=options.num_workers),
+                num_cpus=options.cpus_per_worker,
+                num_gpus=options.gpus_per_worker or None,
+            )
+            done, paths, results = 0, [], []
+            started = time.perf_counter()
+            try:
+                for result in ds.iter_batches(batch_size=None, batch_format="pandas"):
+                    results.append(result)
+                    paths += list(result["path"])
+                    done += int(result["n"].sum())
+                    if progress is not None:
+                        progress(min(done, n), n)
+            except Exception as exc:  # a worker's error arrives wrapped: name it first
+                cause = exc
+                while getattr(cause, "cause", None) is not None or cause.__cause__ is not None:
+                    cause = getattr(cause, "cause", None) or cause.__cause__
+                raise RuntimeError(f"distributed {modality} embedding failed: {cause}") from exc
+            X = read_shards(paths, n)
+            per = pd.concat(results).groupby("pid").agg(rows=("n", "sum"), seconds=("seconds", "sum"))
+            summary = {"shards": len(paths), "workers": len(per), "rows_per_worker": per["rows"].tolist(),
+                       "busy_seconds_per_worker": per["seconds"].round(3).tolist(),
+                       "wall_seconds": round(time.perf_counter() - started, 3)}
+            log.info("ray %s embedding: %d rows in %d shards on %d workers, %s", modality, n, summary["shards"],
+                     summary["workers"], summary)
+            if stats is not None:
+                stats.update(summary)
+            return X
+        finally:
+            if started_ray:
+                ray.shutdown()
+            quiet()
+            if not keep_shards:
+                shutil.rmtree(out_dir, ignore_errors=True)
 
 
 def read_shards(paths: Sequence[str | Path], n: int) -> np.ndarray:

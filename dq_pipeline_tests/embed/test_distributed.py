@@ -5,6 +5,7 @@ One local Ray (``ray.init(num_cpus=2)``) serves the whole module and is shut dow
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,31 @@ def test_text_on_two_workers_equals_in_process(local_ray, tmp_path: Path) -> Non
     assert stats["shards"] == 4 and stats["workers"] == 2 and sum(stats["rows_per_worker"]) == 96
     assert seen[-1] == (96, 96) and len(seen) == 4
     assert list(tmp_path.iterdir()) == [] or all(not any(p.iterdir()) for p in tmp_path.iterdir())
+
+
+def test_a_ray_session_it_starts_itself_leaves_the_signal_handlers_as_they_were(tmp_path: Path) -> None:
+    """``address='local'`` with no Ray running (the CLI's DQ_RAY_ADDRESS=local): the embedding starts and stops Ray
+    itself, in a new process started as a script's background job is (SIGINT ignored). ray.init installs a SIGTERM
+    handler that ray.shutdown leaves behind; afterwards SIGTERM must stop the process as before."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "own_ray.py"
+    script.write_text(
+        "import signal\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "import numpy as np, pandas as pd, ray\n"
+        "from dq_pipeline.embed.distributed import RayOptions, featurize_tabular_distributed\n"
+        "from dq_pipeline.embed.tabular import featurize_tabular\n"
+        "ex = pd.DataFrame({'a': np.arange(60.0), 'b': np.arange(60.0) % 7})\n"
+        "X = featurize_tabular_distributed(ex, ['a', 'b'], options=RayOptions(num_workers=1, rows_per_batch=30))\n"
+        "assert np.array_equal(X, featurize_tabular(ex, ['a', 'b']))\n"
+        "print('after', ray.is_initialized(), signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,\n"
+        "      signal.getsignal(signal.SIGINT) == signal.SIG_IGN)\n")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "after False True True" in done.stdout, done.stdout[-2000:]
 
 
 def test_tabular_on_two_workers_equals_in_process(local_ray) -> None:
