@@ -86,3 +86,29 @@ def test_a_bad_precision_from_the_environment_is_a_usage_error(tmp_path: Path, h
     assert result.stderr.startswith("error: setting embedding_precision (from $DQ_EMBEDDING_PRECISION): "
                                     "embedding_precision must be one of ['auto', 'float32', 'bfloat16'], got 'fp16'")
     assert not (tmp_path / "c.duckdb").exists()  # refused before any step
+
+
+def test_kill_stops_a_background_audit_and_says_so(tmp_path: Path, home: Path):
+    """SIGTERM during an audit started as a script's background job (SIGINT ignored): the run stops, the CLI says
+    which step was interrupted and why, exits 1, no stack trace."""
+    import signal
+
+    env = {**os.environ, "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1", "DQ_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen(
+        [str(BIN / "dq-pipeline"), "audit", str(_flags_dataset(tmp_path / "flags")), "--db", str(tmp_path / "c.duckdb")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        seen = []
+        for line in proc.stdout:  # the run has started once a step reports progress
+            seen.append(line)
+            if line.startswith("  raw_examples:"):
+                break
+        proc.send_signal(signal.SIGTERM)
+        out = "".join(seen) + proc.stdout.read()
+        assert proc.wait(timeout=120) == 1, out
+    finally:
+        proc.kill()
+    failure = out[out.index("AUDIT FAILED"):]
+    assert "interrupted: the process received SIGINT (Ctrl-C) or SIGTERM (kill) during this step" in failure
+    assert "Traceback" not in out and "DagsterExecutionInterruptedError" not in out

@@ -121,6 +121,8 @@ def run_audit(
             message = (error.message or "").strip() if error else ""
             if error and error.cause:  # a user-code exception: its own message names the file and value
                 message = (error.cause.message or message).strip()
+            if error and error.cls_name == "DagsterExecutionInterruptedError":
+                message = "interrupted: the process received SIGINT (Ctrl-C) or SIGTERM (kill) during this step"
         if not any(message and message in g for g in outcome.gate_failures):
             outcome.errors.append(f"{event.step_key}: {message}")
     outcome.success = result.success and not outcome.gate_failures
