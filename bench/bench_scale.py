@@ -272,6 +272,12 @@ def ge_import_seconds(repeats: int = 3) -> float:
     return float(np.median(times))
 
 
+#: Steps that compute something from the features (their time shrinks with a faster algorithm; the rest is I/O,
+#: start-up and gates).
+COMPUTE_STEPS = ("neighbour_graph", "oof_probabilities", "ambiguous_examples", "label_issues", "near_duplicates",
+                 "outliers")
+
+
 def _floor_lines(r: dict) -> list[str]:
     """What a 1.15x audit leaves for computing: the cold audit's budget against the warm re-audit's floor."""
     w, emb = r.get("warm"), r["steps"].get("features")
@@ -294,12 +300,6 @@ def _floor_lines(r: dict) -> list[str]:
             f"DuckDB write, cached gates) plus importing Great Expectations ({r.get('ge_import_s', 0.0):.1f} s, skipped "
             f"when the gates' verdicts come from the cache) is a floor of **{floor:.1f} s** outside the steps that "
             f"compute. " + verdict, ""]
-
-
-#: Steps that compute something from the features (their time shrinks with a faster algorithm; the rest is I/O,
-#: start-up and gates).
-COMPUTE_STEPS = ("neighbour_graph", "oof_probabilities", "ambiguous_examples", "label_issues", "near_duplicates",
-                 "outliers")
 
 
 def write_report(results: list[dict], out: Path, argv: list[str]) -> str:
